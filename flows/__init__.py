@@ -1,0 +1,11 @@
+"""Prefect flows of simshard. Importing this package sets Prefect defaults that a user has not set:
+analytics off (no network), a 90 s start-up timeout for the temporary server, simshard and Dask logs on the
+flow-run page (reference §4)."""
+
+import os
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "simshard,distributed,dask")
+# Dask's own loggers also fire outside flow runs (cluster shutdown); keep them out of warnings there.
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")

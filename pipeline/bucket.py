@@ -1,0 +1,42 @@
+"""Bucket pass: encode every training row of the source with the fitted family, chunk by chunk on Dask.
+
+Only three small arrays per row come back to the caller (source_row int64, rank int64, key float32:
+20 bytes a row); feature values stay on the workers.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from pipeline.families import HashFamily
+from pipeline.scan import row_masks
+from storage.dataset import Chunk, SourceDataset
+
+
+@dataclasses.dataclass
+class ChunkBuckets:
+    source_row: np.ndarray  # int64, training rows kept
+    rank: np.ndarray  # int64, bucket position in locality order
+    key: np.ndarray  # float32, in-bucket order key
+    validation_rows: np.ndarray  # int64, rows of this chunk that go to validation
+
+
+def bucket_chunk(chunk: Chunk, *, ds: SourceDataset, family: HashFamily | None, seed: int,
+                 validation_fraction: float) -> ChunkBuckets:
+    """Encode one chunk. Rows with NaN/inf are skipped (the scan pass already refused them unless dropping).
+    ``family`` None (orders that need no hashing) returns zero ranks and keys."""
+    x = ds.features(ds.read_table(chunk))
+    rows = np.arange(chunk.offset, chunk.offset + chunk.rows, dtype=np.int64)
+    finite, validation = row_masks(x, rows, seed=seed, validation_fraction=validation_fraction)
+    train = finite & ~validation
+    if family is None:
+        rank, key = np.zeros(int(train.sum()), np.int64), np.zeros(int(train.sum()), np.float32)
+    else:
+        bucket, key = family.encode(x[train])
+        rank = family.rank(bucket)
+    return ChunkBuckets(rows[train], rank, key, rows[finite & validation])
+
+
+def concat(parts: list[ChunkBuckets]) -> ChunkBuckets:
+    return ChunkBuckets(*(np.concatenate([getattr(p, f.name) for p in parts])
+                          for f in dataclasses.fields(ChunkBuckets)))

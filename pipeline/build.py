@@ -1,0 +1,235 @@
+"""build_shards as plain steps: prepare -> scan -> fit -> bucket_and_write -> publish.
+
+Every step works inside a staging folder beside the output (``.NAME.tmp-XXXX``) and passes only paths and
+small values; ``publish`` renames the staging folder into place and writes ``manifest.json`` last, and
+``discard`` removes it after an error, so a failed build leaves no output behind.
+"""
+
+import dataclasses
+import datetime
+import json
+import logging
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import bucket as bucket_pass
+from pipeline import quality, scan as scan_pass
+from pipeline.config import BuildConfig
+from pipeline.daskrt import ProgressFn, dask_client, ordered_map
+from pipeline.deal import deal
+from pipeline.families import HashFamily, default_size, fit_family
+from pipeline.write import write_shards
+from storage.dataset import SourceDataset, open_source
+from storage.errors import InputError
+from storage.manifest import FORMAT, FORMAT_VERSION, write_manifest
+from storage.shardset import ShardSet
+
+log = logging.getLogger("simshard.build")
+WORK = "_work"
+QUALITY_HEAD_ROWS = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    config: BuildConfig
+    ds: SourceDataset
+    out: Path
+    staging: Path
+
+    @property
+    def work(self) -> Path:
+        return self.staging / WORK
+
+
+def prepare(config: BuildConfig) -> Plan:
+    """Check parameters and output, open the source (every file footer is read), create the staging folder."""
+    out = Path(config.out).expanduser().absolute()
+    if out.exists() and not config.overwrite:
+        raise InputError(f"output {out} already exists; pass --overwrite to replace it")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output {out} exists and is not a folder")
+    label = config.label
+    ds = open_source(config.source, features=config.features, label=label)
+    if label is None and "label" in ds.schema.names and not config.features:
+        import pyarrow as pa
+        if pa.types.is_integer(ds.schema.field("label").type):
+            ds = open_source(config.source, features=None, label="label")
+    if ds.num_rows < config.workers:
+        raise InputError(f"source has {ds.num_rows} rows, fewer than --workers {config.workers}")
+    staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    (staging / WORK).mkdir(parents=True)
+    log.info("source %s: %d rows in %d files, %d features (%s), label %s", config.source, ds.num_rows,
+             len(ds.files), ds.spec.dim, ds.spec.layout, ds.spec.label)
+    return Plan(config, ds, out, staging)
+
+
+def discard(plan: Plan) -> None:
+    shutil.rmtree(plan.staging, ignore_errors=True)
+
+
+def scan(plan: Plan, client, progress: ProgressFn | None = None) -> dict:
+    """Count rows and non-finite values, split validation, draw the sample (saved to the staging folder)."""
+    cfg, ds = plan.config, plan.ds
+    sample_size = cfg.sample_size or min(100_000, ds.num_rows)
+    prob = scan_pass.sample_probability(rows=int(ds.num_rows * (1 - cfg.validation_fraction)),
+                                        sample_size=sample_size)
+    chunks = ds.chunks(cfg.chunk_rows)
+    parts = ordered_map(client, scan_pass.scan_chunk, chunks, step="scan", progress=progress, ds=ds,
+                        seed=cfg.seed, validation_fraction=cfg.validation_fraction, sample_prob=prob)
+    result = scan_pass.combine(parts, ds=ds, sample_size=sample_size)
+    if result.nonfinite_rows and cfg.nan == "error":
+        detail = ", ".join(f"{c!r}: {n}" for c, n in result.nonfinite_per_column.items())
+        raise InputError(f"NaN or inf in feature column(s) {detail} ({result.nonfinite_rows} rows); "
+                         "clean the data or pass --nan drop to drop those rows")
+    if any(p.label_min is not None and p.label_min < 0 for p in parts):
+        raise InputError(f"label column {ds.spec.label!r} has negative values; labels must be classes 0..C-1")
+    train_rows = result.rows - result.nonfinite_rows - result.validation_rows
+    if train_rows < cfg.workers:
+        raise InputError(f"only {train_rows} training rows remain after validation split and NaN drop, fewer "
+                         f"than --workers {cfg.workers}")
+    np.savez(plan.work / "sample.npz", x=result.sample_x, rows=result.sample_rows)
+    if result.nonfinite_rows:
+        log.warning("dropped %d rows with NaN/inf features (%s)", result.nonfinite_rows, result.nonfinite_per_column)
+    return {"rows": result.rows, "train_rows": train_rows, "validation_rows": result.validation_rows,
+            "nonfinite_rows": result.nonfinite_rows, "nonfinite_per_column": result.nonfinite_per_column,
+            "sample_rows": int(len(result.sample_x)), "chunks": len(chunks),
+            "label_counts": None if result.label_counts is None else result.label_counts.tolist()}
+
+
+def _needs_family(config: BuildConfig) -> bool:
+    return config.order in ("aligned", "stratified")
+
+
+def fit(plan: Plan, scanned: dict) -> dict | None:
+    """Fit the hash family on the sample; save it under ``family/``. None for orders that do not hash."""
+    if not _needs_family(plan.config):
+        return None
+    cfg = plan.config
+    with np.load(plan.work / "sample.npz", allow_pickle=False) as npz:
+        sample = npz["x"]
+    size = cfg.size or default_size(cfg.family, rows=scanned["train_rows"], workers=cfg.workers,
+                                    sample_rows=len(sample))
+    family = fit_family(cfg.family, sample, size=size, seed=cfg.seed)
+    files = family.save(plan.staging / "family")
+    log.info("fitted %s family: size %d on %d sample rows", cfg.family, family.size, len(sample))
+    return {"name": cfg.family, "size": family.size, "params": f"family/{files['params']}",
+            "arrays": f"family/{files['arrays']}"}
+
+
+def bucket_and_write(plan: Plan, client, family_info: dict | None, progress: ProgressFn | None = None) -> dict:
+    """Encode every row, group and deal, then shuffle rows into place and write all part files."""
+    cfg, ds = plan.config, plan.ds
+    family = HashFamily.load(plan.staging / "family") if family_info else None
+    chunks = ds.chunks(cfg.chunk_rows)
+    parts = ordered_map(client, bucket_pass.bucket_chunk, chunks, step="bucket", progress=progress, ds=ds,
+                        family=family, seed=cfg.seed, validation_fraction=cfg.validation_fraction)
+    rows = bucket_pass.concat(parts)
+    dealt = deal(source_row=rows.source_row, rank=rows.rank, key=rows.key, workers=cfg.workers,
+                 order=cfg.order, seed=cfg.seed, remainder=cfg.remainder)
+    stride = max(dealt.rows_per_shard)
+    dest = np.full(ds.num_rows, -1, np.int64)
+    kept = dealt.shard >= 0
+    dest[rows.source_row[kept]] = dealt.shard[kept].astype(np.int64) * stride + dealt.pos[kept]
+    dest[rows.validation_rows] = cfg.workers * stride + np.arange(len(rows.validation_rows))
+    files = write_shards(ds, chunks, dest, out=plan.staging, workdir=plan.work, rows_per_shard=dealt.rows_per_shard,
+                         validation_rows=len(rows.validation_rows), rows_per_part=cfg.rows_per_part,
+                         client=client, progress=progress)
+    written = sum(f["rows"] for f in files)
+    expected = int(kept.sum()) + len(rows.validation_rows)
+    if written != expected:
+        raise RuntimeError(f"wrote {written} rows, expected {expected}: the shuffle lost or duplicated rows")
+    bucket_info = quality.bucket_stats(rows.rank, workers=cfg.workers) if family else None
+    return {"rows_per_shard": dealt.rows_per_shard, "groups": dealt.groups, "partial_group": dealt.partial_group,
+            "remainder_rows": dealt.dropped, "validation_rows": int(len(rows.validation_rows)), "files": files,
+            "buckets": bucket_info}
+
+
+def _quality(plan: Plan, shards: ShardSet, family_info: dict | None, written: dict, label_counts) -> dict:
+    cfg = plan.config
+    with np.load(plan.work / "sample.npz", allow_pickle=False) as npz:
+        sample = npz["x"]
+    heads = [next(shards.iter_batches(shards.shard_files(i), batch_rows=QUALITY_HEAD_ROWS), None)
+             for i in range(cfg.workers)]
+    heads = [_batch_features(b, shards) for b in heads]
+    out = {"group_tightness": quality.group_tightness(heads, sample, seed=cfg.seed)}
+    if family_info:
+        out.update(written["buckets"])
+        out["knn_recall_at_10"] = quality.knn_recall(HashFamily.load(plan.staging / "family"), sample, seed=cfg.seed)
+    if label_counts is not None:
+        labels = [np.concatenate([b.column(shards.spec.label).to_numpy() for b in
+                                  shards.iter_batches(shards.shard_files(i), columns=[shards.spec.label])])
+                  for i in range(cfg.workers)]
+        out["label_distance"] = quality.label_distance(labels, num_classes=len(label_counts))
+    return out
+
+
+def _batch_features(batch, shards: ShardSet) -> np.ndarray:
+    import pyarrow as pa
+    from storage.dataset import features_of
+    if batch is None:
+        return np.zeros((0, shards.spec.dim), np.float32)
+    return features_of(pa.Table.from_batches([batch]), shards.spec)
+
+
+def publish(plan: Plan, scanned: dict, family_info: dict | None, written: dict) -> dict:
+    """Compute quality, move the staging folder into place and write manifest.json last."""
+    cfg, ds = plan.config, plan.ds
+    files = written["files"]
+    shards = [{"index": i, "rows": written["rows_per_shard"][i],
+               "files": [_file_entry(f) for f in files if f["kind"] == "shard" and f["index"] == i]}
+              for i in range(cfg.workers)]
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": {"uri": cfg.source, "fingerprint": ds.fingerprint(), "rows": ds.num_rows, "files": len(ds.files)},
+        "workers": cfg.workers, "order": cfg.order, "seed": cfg.seed, "remainder": cfg.remainder,
+        "rows_per_shard": written["rows_per_shard"], "groups": written["groups"],
+        "partial_group": written["partial_group"],
+        "columns": {"features": list(ds.spec.columns), "layout": ds.spec.layout, "dim": ds.spec.dim,
+                    "label": ds.spec.label, "schema": {f.name: str(f.type) for f in ds.schema}},
+        "label": None if scanned["label_counts"] is None else {
+            "column": ds.spec.label, "num_classes": len(scanned["label_counts"]), "counts": scanned["label_counts"]},
+        "family": family_info,
+        "validation": {"rows": written["validation_rows"], "fraction": cfg.validation_fraction,
+                       "files": [_file_entry(f) for f in files if f["kind"] == "validation"]},
+        "dropped": {"nonfinite_rows": scanned["nonfinite_rows"], "remainder_rows": written["remainder_rows"]},
+        "config": json.loads(cfg.model_dump_json()),
+    }
+    # quality is measured on the staged files through the same reader users get
+    write_manifest(plan.staging, {**manifest, "shards": shards, "quality": {}})
+    manifest["quality"] = _quality(plan, ShardSet(plan.staging), family_info, written, scanned["label_counts"])
+    manifest["shards"] = shards
+    (plan.staging / "manifest.json").unlink()
+    shutil.rmtree(plan.work, ignore_errors=True)
+    old = None
+    if plan.out.exists():
+        old = plan.out.parent / f".{plan.out.name}.old-{uuid.uuid4().hex[:8]}"
+        plan.out.rename(old)
+    plan.staging.rename(plan.out)
+    write_manifest(plan.out, manifest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    log.info("published %d shards (%s rows) to %s", cfg.workers, written["rows_per_shard"], plan.out)
+    return manifest
+
+
+def _file_entry(f: dict) -> dict:
+    return {"path": f["path"], "rows": f["rows"], "bytes": f["bytes"], "sha256": f["sha256"]}
+
+
+def build_shards(config: BuildConfig, *, progress: ProgressFn | None = None) -> dict:
+    """Run every step with a Dask client of its own; returns the manifest. Nothing is left behind on error."""
+    plan = prepare(config)
+    try:
+        with dask_client(config.dask_address, n_workers=config.dask_workers,
+                         memory_limit=config.dask_memory_limit, local_directory=str(plan.work)) as client:
+            scanned = scan(plan, client, progress)
+            family_info = fit(plan, scanned)
+            written = bucket_and_write(plan, client, family_info, progress)
+        return publish(plan, scanned, family_info, written)
+    except BaseException:
+        discard(plan)
+        raise

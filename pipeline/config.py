@@ -1,0 +1,55 @@
+"""The build_shards parameters: one pydantic model shared by the CLI, the Prefect flow and the library."""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pipeline.deal import ORDERS
+from pipeline.families import FAMILIES
+
+
+class BuildConfig(BaseModel):
+    """What to shard and how. Every field is a keyword; defaults build the digits demo for 4 workers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field("demo:digits", description="Parquet file, folder, glob or fsspec URL; or demo:digits, "
+                        "demo:blobs?rows=&dim=&clusters=&seed=")
+    out: str = Field("./shards", description="output folder (local path)")
+    workers: int = Field(4, description="number of shards N (one per training worker)")
+    family: Literal["lsh", "pca", "itq", "kmeans"] = Field("kmeans", description="hash family")
+    order: Literal["aligned", "stratified", "random", "contiguous"] = Field("aligned", description="dealing order")
+    features: list[str] | None = Field(None, description="feature columns (default: all numeric except the label, "
+                                       "or the one fixed-size float list column)")
+    label: str | None = Field(None, description="integer label column (default: a column named 'label' if any)")
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="seeded share of rows for validation")
+    sample_size: int | None = Field(None, description="rows sampled to fit the family (default min(100000, all))")
+    size: int | None = Field(None, description="bits (lsh/pca/itq) or cells (kmeans); default from data size and N")
+    seed: int = Field(0, description="seed for split, sample, family and group order")
+    overwrite: bool = Field(False, description="replace an existing output folder")
+    nan: Literal["error", "drop"] = Field("error", description="rows with NaN/inf features: fail or drop them")
+    remainder: Literal["keep", "drop"] = Field("keep", description="keep the n mod N extra rows (shards differ by "
+                                               "one row) or drop them (equal shards)")
+    dask_address: str | None = Field(None, description="existing Dask scheduler (default: a LocalCluster)")
+    dask_workers: int = Field(2, ge=1, description="LocalCluster worker processes (1 thread each)")
+    dask_memory_limit: str = Field("auto", description="LocalCluster memory limit per worker, e.g. '4GiB'")
+    rows_per_part: int = Field(1_000_000, ge=1, description="a shard larger than this becomes a folder of parts")
+    chunk_rows: int = Field(262_144, ge=1, description="rows per Dask task when reading the source")
+
+    @field_validator("workers")
+    @classmethod
+    def _workers_positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"--workers must be >= 1 (got {v})")
+        return v
+
+    @field_validator("sample_size", "size")
+    @classmethod
+    def _positive(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"must be >= 1 (got {v})")
+        return v
+
+
+assert set(FAMILIES) == {"lsh", "pca", "itq", "kmeans"} and set(ORDERS) == {"aligned", "stratified", "random",
+                                                                                "contiguous"}

@@ -1,0 +1,85 @@
+"""Group and deal: turn per-row hash results into each row's (shard, position).
+
+Inputs are aligned arrays over the training rows: ``source_row`` (int64), ``rank`` (int64, the bucket's
+position in locality order) and ``key`` (float32, in-bucket order). Output ``shard`` (int32) and ``pos``
+(int64): the row is row ``pos`` of shard ``shard``.
+
+Orders:
+- ``aligned``: sort by (rank, key, source_row), cut into consecutive groups of N (a bucket's leftovers join
+  the next bucket's rows), deal member i of each group to shard i, groups in a seeded shuffled order. Row k of
+  every shard comes from group k. A final partial group (fewer than N rows) goes last, to shards 0..r-1.
+- ``stratified``: as aligned, then each shard's rows are shuffled independently (alignment destroyed,
+  shard composition kept).
+- ``random``: a seeded IID permutation dealt round-robin.
+- ``contiguous``: source order cut into N consecutive ranges.
+With ``remainder="drop"`` the n mod N rows that would make shards unequal are left out (``pos == -1``).
+"""
+
+import dataclasses
+
+import numpy as np
+
+ORDERS = ("aligned", "stratified", "random", "contiguous")
+
+
+@dataclasses.dataclass
+class Dealt:
+    shard: np.ndarray  # int32, -1 for dropped rows
+    pos: np.ndarray  # int64, -1 for dropped rows
+    rows_per_shard: list[int]
+    groups: int  # full groups of N
+    partial_group: int  # rows in the trailing partial group (0 when none or dropped)
+    dropped: int
+
+
+def _finish(shard, pos, workers, groups, partial, dropped) -> Dealt:
+    kept = shard >= 0
+    rows_per_shard = np.bincount(shard[kept], minlength=workers).astype(int).tolist()
+    return Dealt(shard.astype(np.int32), pos, rows_per_shard, int(groups), int(partial), int(dropped))
+
+
+def deal(*, source_row: np.ndarray, rank: np.ndarray | None, key: np.ndarray | None, workers: int,
+         order: str, seed: int, remainder: str = "keep") -> Dealt:
+    """Assign every training row to (shard, pos); see the module doc for the orders."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if order not in ORDERS:
+        raise ValueError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
+    n = len(source_row)
+    full, partial = divmod(n, workers)
+    keep_partial = remainder == "keep" and partial > 0
+    rng = np.random.default_rng([seed, 7])
+    shard = np.full(n, -1, np.int64)
+    pos = np.full(n, -1, np.int64)
+
+    if order in ("aligned", "stratified"):
+        sequence = np.lexsort((source_row, key, rank))  # rows in locality order
+        group_of = np.arange(n) // workers
+        member = np.arange(n) % workers
+        new_group = np.empty(full + 1, np.int64)
+        new_group[:full] = rng.permutation(full)
+        new_group[full] = full  # the partial group, if any, always last
+        in_use = (group_of < full) | keep_partial
+        shard[sequence[in_use]] = member[in_use]
+        pos[sequence[in_use]] = new_group[group_of[in_use]]
+        if order == "stratified":
+            for i in range(workers):
+                mine = np.flatnonzero(shard == i)
+                # pos values of shard i are 0..len-1; permute them with the shard's own stream
+                pos[mine] = np.random.default_rng([seed, 8, i]).permutation(len(mine))[pos[mine]]
+        return _finish(shard, pos, workers, full, partial if keep_partial else 0, 0 if keep_partial else partial)
+
+    by_source = np.argsort(source_row, kind="stable")
+    used = n if remainder == "keep" else full * workers
+    if order == "random":
+        sequence = by_source[rng.permutation(n)][:used]
+        shard[sequence] = np.arange(used) % workers
+        pos[sequence] = np.arange(used) // workers
+    else:  # contiguous
+        sequence = by_source[:used]
+        bounds = np.linspace(0, used, workers + 1).round().astype(np.int64) if remainder == "drop" else \
+            np.concatenate([[0], np.cumsum([full + (i < partial) for i in range(workers)])])
+        for i in range(workers):
+            shard[sequence[bounds[i]:bounds[i + 1]]] = i
+            pos[sequence[bounds[i]:bounds[i + 1]]] = np.arange(bounds[i + 1] - bounds[i])
+    return _finish(shard, pos, workers, full, partial if remainder == "keep" else 0, n - used)

@@ -1,0 +1,236 @@
+"""Open a Parquet source (file, folder, glob, fsspec URL or ``demo:`` spec) and read it in row chunks.
+
+A :class:`SourceDataset` fixes the *source order*: files sorted by path, then row groups in file order.
+``source_row`` is a row's position in that order (int64, from 0). Chunks are runs of whole row groups
+of about ``chunk_rows`` rows; every chunk knows its ``offset`` so any worker can number its rows.
+"""
+
+import dataclasses
+import hashlib
+import json
+from functools import cached_property
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from storage import demo
+from storage.errors import InputError
+
+DEFAULT_CHUNK_ROWS = 262_144
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """Rows ``offset .. offset + rows`` of the source: row groups ``row_groups`` of file ``file``."""
+
+    index: int
+    file: str
+    row_groups: tuple[int, ...]
+    offset: int
+    rows: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    """Which columns are features and how they are laid out.
+
+    ``layout`` is ``"columns"`` (one numeric column per feature) or ``"list"`` (one fixed-size list column
+    of floats, e.g. embeddings). ``dim`` is the feature dimension.
+    """
+
+    columns: tuple[str, ...]
+    layout: str
+    dim: int
+    label: str | None
+
+
+def _is_numeric(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t)
+
+
+def _fixed_float_list(t: pa.DataType) -> bool:
+    return pa.types.is_fixed_size_list(t) and pa.types.is_floating(t.value_type)
+
+
+def resolve_features(schema: pa.Schema, features: list[str] | None, label: str | None) -> FeatureSpec:
+    """Choose feature columns: an explicit list, else all numeric columns except the label, else the one
+    fixed-size float list column. Raises :class:`InputError` naming the offending column."""
+    names = schema.names
+    if label is not None:
+        if label not in names:
+            raise InputError(f"label column {label!r} does not exist; columns are {names}")
+        if not pa.types.is_integer(schema.field(label).type):
+            raise InputError(f"label column {label!r} has type {schema.field(label).type}; it must hold integer classes")
+    if features:
+        missing = [c for c in features if c not in names]
+        if missing:
+            raise InputError(f"feature column(s) {missing} do not exist; columns are {names}")
+        if label in features:
+            raise InputError(f"column {label!r} is both the label and a feature")
+        lists = [c for c in features if _fixed_float_list(schema.field(c).type)]
+        if lists:
+            if len(features) != 1:
+                raise InputError(f"list column {lists[0]!r} must be the only feature column")
+            return FeatureSpec((lists[0],), "list", schema.field(lists[0]).type.list_size, label)
+        bad = [c for c in features if not _is_numeric(schema.field(c).type)]
+        if bad:
+            c = bad[0]
+            raise InputError(f"feature column {c!r} has non-numeric type {schema.field(c).type}; "
+                             "drop it from --features or convert it to numbers")
+        return FeatureSpec(tuple(features), "columns", len(features), label)
+    numeric = [c for c in names if c != label and c != "source_row" and _is_numeric(schema.field(c).type)]
+    if numeric:
+        return FeatureSpec(tuple(numeric), "columns", len(numeric), label)
+    lists = [c for c in names if c != label and _fixed_float_list(schema.field(c).type)]
+    if len(lists) == 1:
+        return FeatureSpec((lists[0],), "list", schema.field(lists[0]).type.list_size, label)
+    raise InputError(f"no feature columns: the source has no numeric columns and no single fixed-size float list "
+                     f"column (columns: {names}); name them with --features")
+
+
+def _to_pyarrow_fs(fs: fsspec.AbstractFileSystem) -> pafs.FileSystem:
+    if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+        return pafs.LocalFileSystem()
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+
+
+def _list_parquet(fs: fsspec.AbstractFileSystem, path: str, source: str) -> list[str]:
+    if any(ch in path for ch in "*?["):
+        files = [p for p in fs.glob(path) if fs.isfile(p)]
+    elif fs.isdir(path):
+        files = [p for p in fs.find(path) if p.endswith((".parquet", ".parq", ".pq"))
+                 and not any(part.startswith((".", "_")) for part in p[len(path):].split("/") if part)]
+    elif fs.exists(path):
+        files = [path]
+    else:
+        raise InputError(f"source {source!r} does not exist; pass a Parquet file, folder, glob or URL "
+                         "(or demo:digits)")
+    if not files:
+        raise InputError(f"source {source!r} holds no Parquet files")
+    return sorted(files)
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceDataset:
+    """An opened source: its files, schema, row-group layout and chosen feature columns."""
+
+    uri: str
+    fs: fsspec.AbstractFileSystem
+    files: tuple[str, ...]
+    file_rows: tuple[int, ...]
+    file_bytes: tuple[int, ...]
+    row_groups: tuple[tuple[int, ...], ...]  # rows per row group, per file
+    schema: pa.Schema
+    spec: FeatureSpec
+
+    @property
+    def num_rows(self) -> int:
+        return sum(self.file_rows)
+
+    @cached_property
+    def arrow_fs(self) -> pafs.FileSystem:
+        return _to_pyarrow_fs(self.fs)
+
+    def fingerprint(self) -> str:
+        """sha256 over file names (relative), sizes, row counts and schema: changes when the data does."""
+        h = hashlib.sha256()
+        base = self.files[0].rsplit("/", 1)[0] if len(self.files) > 1 else ""
+        for f, n, b in zip(self.files, self.file_rows, self.file_bytes):
+            h.update(json.dumps([f[len(base):], n, b]).encode())
+        h.update(self.schema.to_string(show_schema_metadata=False).encode())
+        return h.hexdigest()
+
+    def chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> list[Chunk]:
+        """Split the source into chunks of whole row groups, in source order."""
+        out: list[Chunk] = []
+        offset = 0
+        for f, groups in zip(self.files, self.row_groups):
+            pending: list[int] = []
+            pending_rows = 0
+            for g, n in enumerate(groups):
+                pending.append(g)
+                pending_rows += n
+                if pending_rows >= chunk_rows:
+                    out.append(Chunk(len(out), f, tuple(pending), offset, pending_rows))
+                    offset += pending_rows
+                    pending, pending_rows = [], 0
+            if pending:
+                out.append(Chunk(len(out), f, tuple(pending), offset, pending_rows))
+                offset += pending_rows
+        return out
+
+    def read_table(self, chunk: Chunk) -> pa.Table:
+        """The chunk's feature and label columns, as stored."""
+        cols = list(self.spec.columns) + ([self.spec.label] if self.spec.label else [])
+        try:
+            with self.arrow_fs.open_input_file(chunk.file) as fh:
+                return pq.ParquetFile(fh).read_row_groups(list(chunk.row_groups), columns=cols)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"cannot read Parquet file {chunk.file!r}: {exc}") from exc
+
+    def features(self, table: pa.Table) -> np.ndarray:
+        """Feature matrix of ``table`` as C-contiguous float32, shape (rows, dim)."""
+        return features_of(table, self.spec)
+
+    def labels(self, table: pa.Table) -> np.ndarray | None:
+        if self.spec.label is None:
+            return None
+        col = table.column(self.spec.label)
+        if col.null_count:
+            raise InputError(f"label column {self.spec.label!r} has {col.null_count} null values")
+        return col.to_numpy().astype(np.int64, copy=False)
+
+
+def features_of(table: pa.Table, spec: FeatureSpec) -> np.ndarray:
+    """Feature matrix (rows, dim) float32 from a table holding ``spec``'s columns; nulls become NaN."""
+    if spec.layout == "list":
+        col = table.column(spec.columns[0]).combine_chunks()
+        flat = pc.list_flatten(col).cast(pa.float32()).to_numpy(zero_copy_only=False)
+        if len(flat) != len(col) * spec.dim:
+            raise InputError(f"list column {spec.columns[0]!r} has null lists; fill or drop them")
+        return flat.reshape(len(col), spec.dim)
+    out = np.empty((table.num_rows, spec.dim), dtype=np.float32)
+    for j, name in enumerate(spec.columns):
+        col = table.column(name).cast(pa.float32())
+        out[:, j] = col.to_numpy(zero_copy_only=False) if col.null_count else col.to_numpy()
+    return out
+
+
+def open_source(source: str, *, features: list[str] | None = None, label: str | None = None) -> SourceDataset:
+    """Resolve ``source`` and read every file's footer (so a corrupt file is named before any work)."""
+    if source.startswith("demo:"):
+        path_str = str(demo.materialise(source))
+        fs, path = fsspec.core.url_to_fs(path_str)
+    else:
+        try:
+            fs, path = fsspec.core.url_to_fs(source)
+        except (ValueError, ImportError) as exc:
+            raise InputError(f"cannot open source {source!r}: {exc}") from exc
+    files = _list_parquet(fs, path, source)
+    arrow_fs = _to_pyarrow_fs(fs)
+    schema = None
+    file_rows, file_bytes, row_groups = [], [], []
+    for f in files:
+        try:
+            with arrow_fs.open_input_file(f) as fh:
+                meta = pq.ParquetFile(fh).metadata
+                file_schema = meta.schema.to_arrow_schema()
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"corrupt or unreadable Parquet file {f!r}: {exc}") from exc
+        if schema is None:
+            schema = file_schema
+        elif not file_schema.equals(schema, check_metadata=False):
+            raise InputError(f"Parquet file {f!r} has a schema different from {files[0]!r}; all files must match")
+        file_rows.append(meta.num_rows)
+        file_bytes.append(fs.size(f))
+        row_groups.append(tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups)))
+    spec = resolve_features(schema, features, label)
+    ds = SourceDataset(source, fs, tuple(files), tuple(file_rows), tuple(file_bytes), tuple(row_groups),
+                       schema, spec)
+    if ds.num_rows == 0:
+        raise InputError(f"source {source!r} is empty (0 rows)")
+    return ds

@@ -1,0 +1,114 @@
+"""Built-in demo datasets, materialised once as Parquet under the simshard cache folder.
+
+``demo:digits``  scikit-learn's bundled handwritten digits (1,797 x 64, 10 classes, real data).
+``demo:blobs?rows=..&dim=..&clusters=..&seed=..``  a seeded mixture of overlapping Gaussian clusters,
+written in chunks so that tens of millions of rows never sit in memory.
+
+Columns: ``f00``..``fNN`` (float32) and ``label`` (int64).
+"""
+
+import os
+import tempfile
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from storage.errors import InputError
+
+BLOB_DEFAULTS = {"rows": 100_000, "dim": 32, "clusters": 10, "seed": 0}
+CHUNK_ROWS = 250_000
+
+
+def cache_dir() -> Path:
+    """Folder for materialised demo data: ``$SIMSHARD_CACHE_DIR`` or ``~/.cache/simshard``."""
+    return Path(os.environ.get("SIMSHARD_CACHE_DIR", Path.home() / ".cache" / "simshard"))
+
+
+def feature_names(dim: int) -> list[str]:
+    width = max(2, len(str(dim - 1)))
+    return [f"f{i:0{width}d}" for i in range(dim)]
+
+
+def _table(x: np.ndarray, y: np.ndarray) -> pa.Table:
+    cols = {name: pa.array(x[:, i], pa.float32()) for i, name in enumerate(feature_names(x.shape[1]))}
+    cols["label"] = pa.array(y.astype(np.int64))
+    return pa.table(cols)
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, final)
+
+
+def parse_blob_params(query: str) -> dict[str, int]:
+    params = dict(BLOB_DEFAULTS)
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in BLOB_DEFAULTS:
+            raise InputError(f"demo:blobs: unknown parameter {key!r}; use rows, dim, clusters, seed")
+        try:
+            params[key] = int(value)
+        except ValueError:
+            raise InputError(f"demo:blobs: parameter {key}={value!r} must be an integer") from None
+    if params["rows"] < 1 or params["dim"] < 1 or params["clusters"] < 1:
+        raise InputError("demo:blobs: rows, dim and clusters must be >= 1")
+    return params
+
+
+def blob_centers(dim: int, clusters: int, seed: int) -> np.ndarray:
+    """Cluster centres spaced so that neighbouring clusters overlap (unit within-cluster variance)."""
+    rng = np.random.default_rng([seed, 1])
+    return rng.normal(0.0, 1.6 / np.sqrt(max(1.0, dim / 16)), size=(clusters, dim)) * 2.0
+
+
+def write_blobs(path: Path, *, rows: int, dim: int, clusters: int, seed: int) -> None:
+    """Write a seeded Gaussian mixture to ``path`` chunk by chunk (memory independent of ``rows``)."""
+    centers = blob_centers(dim, clusters, seed)
+    schema = _table(np.zeros((0, dim), np.float32), np.zeros(0, np.int64)).schema
+    with pq.ParquetWriter(path, schema, use_dictionary=["label"]) as writer:
+        for chunk, start in enumerate(range(0, rows, CHUNK_ROWS)):
+            n = min(CHUNK_ROWS, rows - start)
+            rng = np.random.default_rng([seed, 2, chunk])
+            y = rng.integers(0, clusters, size=n)
+            x = (centers[y] + rng.standard_normal((n, dim))).astype(np.float32)
+            writer.write_table(_table(x, y), row_group_size=min(n, 131_072))
+
+
+def write_digits(path: Path) -> None:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = data.data.astype(np.float32)
+    pq.write_table(_table(x, data.target), path, use_dictionary=["label"])
+
+
+def materialise(spec: str) -> Path:
+    """Return a local Parquet path for a ``demo:`` spec, writing it into the cache on first use."""
+    name, _, query = spec[len("demo:"):].partition("?")
+    if name == "digits":
+        if query:
+            raise InputError("demo:digits takes no parameters")
+        final = cache_dir() / "demo" / "digits.parquet"
+        writer = write_digits
+    elif name == "blobs":
+        params = parse_blob_params(query)
+        tag = "-".join(f"{k}{params[k]}" for k in sorted(params))
+        final = cache_dir() / "demo" / f"blobs-{tag}.parquet"
+        writer = lambda p: write_blobs(p, **params)  # noqa: E731
+    else:
+        raise InputError(f"unknown demo source {spec!r}: use demo:digits or demo:blobs?rows=&dim=&clusters=&seed=")
+    if final.exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=final.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        writer(Path(tmp))
+        _publish(Path(tmp), final)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return final
+

@@ -1,0 +1,13 @@
+"""Errors that carry a message meant for the user (printed as one line by the CLIs)."""
+
+
+class SimshardError(Exception):
+    """Base class: the message says what is wrong and what to do."""
+
+
+class InputError(SimshardError, ValueError):
+    """Bad input: a missing/corrupt file, a bad column, a bad parameter."""
+
+
+class ManifestError(SimshardError):
+    """A shard set whose manifest is missing, invalid or does not match its files."""

@@ -1,0 +1,132 @@
+"""build_shards end to end on real Parquet files and a real Dask LocalCluster (no Prefect)."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.build import build_shards
+from pipeline.config import BuildConfig
+from pipeline.families import HashFamily
+from storage.dataset import open_source
+from storage.shardset import ShardSet
+from tests.conftest import mixture, write_parquet
+
+
+def build(tmp_path, dask_address, name="shards", **kw):
+    cfg = BuildConfig(out=str(tmp_path / name), dask_address=dask_address, **kw)
+    return build_shards(cfg), ShardSet(tmp_path / name)
+
+
+@pytest.fixture(scope="module")
+def digits_aligned(tmp_path_factory, dask_address):
+    tmp = tmp_path_factory.mktemp("digits")
+    return build(tmp, dask_address, workers=4, family="kmeans", order="aligned", seed=5)
+
+
+def test_every_source_row_lands_exactly_once(digits_aligned):
+    manifest, shards = digits_aligned
+    rows = np.concatenate([shards.read_shard(i)[2] for i in range(4)] + [shards.read_validation()[2]])
+    assert len(rows) == len(np.unique(rows)) == manifest["source"]["rows"] == 1797
+    assert sum(manifest["rows_per_shard"]) + manifest["validation"]["rows"] == 1797
+    assert 120 < manifest["validation"]["rows"] < 240  # seeded 10 %
+
+
+def test_rows_keep_their_features_and_labels(digits_aligned):
+    _, shards = digits_aligned
+    ds = open_source("demo:digits", label="label")
+    table = ds.read_table(ds.chunks()[0])
+    x_src, y_src = ds.features(table), ds.labels(table)
+    x, y, rows = shards.read_shard(2)
+    np.testing.assert_array_equal(x, x_src[rows])
+    np.testing.assert_array_equal(y, y_src[rows])
+
+
+def test_row_k_of_every_shard_comes_from_the_same_group(digits_aligned):
+    manifest, shards = digits_aligned
+    family = HashFamily.load(shards.folder / "family")
+    parts = [shards.read_shard(i) for i in range(4)]
+    x = np.concatenate([p[0] for p in parts])
+    rows = np.concatenate([p[2] for p in parts])
+    bucket, key = family.encode(x)
+    sequence = np.lexsort((rows, key, family.rank(bucket)))
+    group_of_row = dict(zip(rows[sequence].tolist(), (np.arange(len(rows)) // 4).tolist()))
+    n = min(manifest["rows_per_shard"])
+    groups = np.array([[group_of_row[r] for r in p[2][:n]] for p in parts])
+    assert (groups == groups[0]).all()
+    assert manifest["groups"] == n and manifest["partial_group"] == sum(manifest["rows_per_shard"]) % 4
+
+
+def test_aligned_order_mixes_buckets_within_a_batch(digits_aligned):
+    """Dealing groups in bucket order would make each 32-row window single-cluster; shuffled groups must not."""
+    _, shards = digits_aligned
+    family = HashFamily.load(shards.folder / "family")
+    x = shards.read_shard(0)[0]
+    bucket = family.encode(x)[0]
+
+    def distinct_per_window(b):
+        return np.mean([len(set(b[s:s + 32])) for s in range(0, len(b) - 31, 32)])
+
+    aligned = distinct_per_window(bucket)
+    random = np.mean([distinct_per_window(np.random.default_rng(s).permutation(bucket)) for s in range(5)])
+    bucket_sorted = distinct_per_window(np.sort(bucket))
+    assert aligned > 0.8 * random and aligned > 3 * bucket_sorted
+
+
+def test_aligned_groups_are_tighter_than_random(digits_aligned, tmp_path, dask_address):
+    aligned, _ = digits_aligned
+    random, _ = build(tmp_path, dask_address, workers=4, order="random", seed=5)
+    assert aligned["quality"]["group_tightness"] < 0.8
+    assert 0.85 < random["quality"]["group_tightness"] < 1.15
+    assert aligned["quality"]["knn_recall_at_10"] > 0.5
+    assert random["family"] is None
+
+
+def test_same_seed_gives_identical_files(digits_aligned, tmp_path, dask_address):
+    first, _ = digits_aligned
+    again, _ = build(tmp_path, dask_address, workers=4, family="kmeans", order="aligned", seed=5)
+    other, _ = build(tmp_path, dask_address, "other", workers=4, family="kmeans", order="aligned", seed=6)
+    digest = lambda m: [f["sha256"] for s in m["shards"] for f in s["files"]]  # noqa: E731
+    assert digest(first) == digest(again)
+    assert digest(first) != digest(other)
+
+
+@pytest.mark.parametrize("family", ["lsh", "pca", "itq"])
+def test_sign_families_on_a_multi_file_source_with_part_folders(family, tmp_path, dask_address):
+    x, y = mixture(6000, dim=8, clusters=6, seed=1)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        write_parquet(src / f"part-{i}.parquet", x[i * 2000:(i + 1) * 2000], y[i * 2000:(i + 1) * 2000],
+                      row_group_size=700)
+    manifest, shards = build(tmp_path, dask_address, source=str(src), workers=3, family=family,
+                             rows_per_part=700, chunk_rows=1000, remainder="drop", validation_fraction=0.2)
+    assert len(set(manifest["rows_per_shard"])) == 1 and manifest["dropped"]["remainder_rows"] < 3
+    assert all(len(s["files"]) > 1 and s["files"][0]["path"].startswith(f"shard-{s['index']:05d}-of-00003/")
+               for s in manifest["shards"])
+    rows = np.concatenate([shards.read_shard(i)[2] for i in range(3)] + [shards.read_validation()[2]])
+    assert len(np.unique(rows)) == 6000 - manifest["dropped"]["remainder_rows"]
+    assert manifest["quality"]["group_tightness"] < 0.8
+
+
+def test_list_column_features_and_contiguous_order(tmp_path, dask_address):
+    x, y = mixture(1000, dim=4, seed=2)
+    emb = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 4)
+    pq.write_table(pa.table({"emb": emb, "label": y}), tmp_path / "emb.parquet")
+    manifest, shards = build(tmp_path, dask_address, source=str(tmp_path / "emb.parquet"), workers=2,
+                             order="contiguous", validation_fraction=0.0)
+    assert manifest["columns"]["layout"] == "list" and manifest["columns"]["features"] == ["emb"]
+    got_x, _, rows = shards.read_shard(1)
+    assert (np.diff(rows) == 1).all() and rows[0] == 500
+    np.testing.assert_array_equal(got_x, x[rows])
+
+
+def test_nan_rows_dropped_and_counted(tmp_path, dask_address):
+    x, y = mixture(500, dim=3, seed=4)
+    x[[3, 10, 11], 1] = np.nan
+    x[20, 2] = np.inf
+    write_parquet(tmp_path / "nan.parquet", x, y)
+    manifest, shards = build(tmp_path, dask_address, source=str(tmp_path / "nan.parquet"), workers=2, nan="drop")
+    assert manifest["dropped"]["nonfinite_rows"] == 4
+    rows = np.concatenate([shards.read_shard(i)[2] for i in range(2)] + [shards.read_validation()[2]])
+    assert len(rows) == 496 and not set(rows) & {3, 10, 11, 20}

@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from pipeline.deal import ORDERS, deal
+
+
+def _inputs(n=1003, seed=0):
+    rng = np.random.default_rng(seed)
+    return dict(source_row=rng.permutation(5 * n)[:n].astype(np.int64), rank=rng.integers(0, 17, n),
+                key=rng.random(n).astype(np.float32))
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("remainder", ["keep", "drop"])
+def test_every_row_gets_a_unique_slot(order, remainder):
+    d = deal(**_inputs(), workers=8, order=order, seed=3, remainder=remainder)
+    kept = d.shard >= 0
+    assert kept.sum() == (1003 if remainder == "keep" else 1000) and d.dropped == 1003 - kept.sum()
+    for i in range(8):
+        assert sorted(d.pos[d.shard == i]) == list(range(d.rows_per_shard[i]))
+    assert max(d.rows_per_shard) - min(d.rows_per_shard) <= (1 if remainder == "keep" else 0)
+
+
+def test_aligned_rows_k_form_the_groups_of_locality_order():
+    inp = _inputs()
+    d = deal(**inp, workers=4, order="aligned", seed=1)
+    sequence = np.lexsort((inp["source_row"], inp["key"], inp["rank"]))
+    group_of = np.empty(len(sequence), np.int64)
+    group_of[sequence] = np.arange(len(sequence)) // 4
+    for k in range(d.groups):
+        members = group_of[d.pos == k]
+        assert len(members) == 4 and len(set(members)) == 1
+    # groups are dealt in shuffled order, not locality order; the partial group is last
+    first_group_per_pos = [group_of[(d.pos == k) & (d.shard == 0)][0] for k in range(d.groups)]
+    assert first_group_per_pos != sorted(first_group_per_pos)
+    assert set(group_of[d.pos == d.groups]) == {d.groups} and d.partial_group == 3
+
+
+def test_same_seed_same_deal_other_seed_other_deal():
+    a = deal(**_inputs(), workers=4, order="aligned", seed=1)
+    b = deal(**_inputs(), workers=4, order="aligned", seed=1)
+    c = deal(**_inputs(), workers=4, order="aligned", seed=2)
+    assert (a.pos == b.pos).all() and not (a.pos == c.pos).all()
+
+
+def test_contiguous_keeps_source_order_in_ranges():
+    inp = _inputs()
+    d = deal(**inp, workers=4, order="contiguous", seed=0)
+    for i in range(4):
+        rows = inp["source_row"][d.shard == i][np.argsort(d.pos[d.shard == i])]
+        assert (np.diff(rows) > 0).all()
+    assert inp["source_row"][d.shard == 0].max() < inp["source_row"][d.shard == 1].min()

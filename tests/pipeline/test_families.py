@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+
+from pipeline.families import FAMILIES, HashFamily, fit_family, gray_rank
+from tests.conftest import mixture
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, _ = mixture(20_000, dim=16, clusters=12, seed=3)
+    return x
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_near_pairs_collide_more_than_far_pairs(name, data):
+    fam = fit_family(name, data[:5000], size=64 if name == "kmeans" else 8, seed=1)
+    rng = np.random.default_rng(0)
+    base = data[:2000]
+    near = base + 0.05 * rng.standard_normal(base.shape).astype(np.float32)
+    far = data[rng.permutation(len(data))[:2000]]
+    b, _ = fam.encode(base)
+    p_near = (fam.encode(near)[0] == b).mean()
+    p_far = (fam.encode(far)[0] == b).mean()
+    assert p_near > 0.85 and p_far < 0.2 and p_near > 4 * p_far
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_encoding_is_deterministic_and_round_trips(name, data, tmp_path):
+    fam = fit_family(name, data[:5000], size=64 if name == "kmeans" else 8, seed=1)
+    again = fit_family(name, data[:5000], size=64 if name == "kmeans" else 8, seed=1)
+    fam.save(tmp_path / "f")
+    loaded = HashFamily.load(tmp_path / "f")
+    b, k = fam.encode(data)
+    for other in (again, loaded):
+        b2, k2 = other.encode(data)
+        np.testing.assert_array_equal(b, b2)
+        np.testing.assert_array_equal(k, k2)
+    np.testing.assert_array_equal(fam.rank(b), loaded.rank(b))
+    assert not list(tmp_path.glob("f/*.pkl")) and (tmp_path / "f" / "family.json").is_file()
+
+
+def test_gray_rank_orders_codes_so_neighbours_differ_in_one_bit():
+    codes = np.arange(256, dtype=np.int64)
+    ordered = codes[np.argsort(gray_rank(codes, 8))]
+    flips = [bin(int(a) ^ int(b)).count("1") for a, b in zip(ordered[:-1], ordered[1:])]
+    assert set(flips) == {1}
+
+
+def test_unknown_family_is_named():
+    with pytest.raises(ValueError, match="unknown hash family 'minhash'"):
+        fit_family("minhash", np.zeros((10, 2), np.float32), size=2, seed=0)
