@@ -1,0 +1,20 @@
+import pytest
+
+from pipeline.build import build_shards
+from pipeline.config import BuildConfig
+
+
+@pytest.fixture(scope="session")
+def digits_shards(tmp_path_factory, dask_address):
+    out = tmp_path_factory.mktemp("train") / "digits-4"
+    build_shards(BuildConfig(out=str(out), dask_address=dask_address, workers=4, family="kmeans", seed=0))
+    return out
+
+
+@pytest.fixture(scope="session")
+def blob_shards(tmp_path_factory, dask_address):
+    """Larger shards (about 9,000 rows each) so that a run lasts long enough to kill a process in it."""
+    out = tmp_path_factory.mktemp("train") / "blobs-3"
+    build_shards(BuildConfig(source="demo:blobs?rows=30000&dim=16&clusters=8&seed=1", out=str(out),
+                             dask_address=dask_address, workers=3, family="pca"))
+    return out

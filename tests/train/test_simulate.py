@@ -1,0 +1,44 @@
+import pandas as pd
+import pytest
+
+from storage.errors import InputError
+from train.config import TrainConfig
+from train.simulate import simulate
+
+
+def run(shards, out, **kw):
+    kw.setdefault("epochs", 2)
+    summary = simulate(TrainConfig(shards=str(shards), out=str(out), **{k: v for k, v in kw.items()
+                                                                        if k != "schedule"}),
+                       schedule=kw.get("schedule", "round-robin"))
+    return summary, pd.read_parquet(out / "metrics.parquet")
+
+
+def test_same_seed_gives_identical_metrics(digits_shards, tmp_path):
+    _, a = run(digits_shards, tmp_path / "a", optimizer="dynsgd", schedule="random", seed=3)
+    _, b = run(digits_shards, tmp_path / "b", optimizer="dynsgd", schedule="random", seed=3)
+    _, c = run(digits_shards, tmp_path / "c", optimizer="dynsgd", schedule="random", seed=4)
+    pd.testing.assert_frame_equal(a, b)
+    assert not a[["staleness", "accuracy"]].equals(c[["staleness", "accuracy"]])
+
+
+def test_round_robin_staleness_is_n_minus_one_after_the_first_round(digits_shards, tmp_path):
+    summary, df = run(digits_shards, tmp_path / "rr", optimizer="agn", window=2)
+    commits = df[df.worker >= 0]
+    assert (commits.staleness.iloc[4:-4] == 3).all() and summary["mean_staleness"] > 2.5
+
+
+def test_single_is_the_one_process_reference(digits_shards, tmp_path):
+    summary, df = run(digits_shards, tmp_path / "single", optimizer="single", epochs=3)
+    assert summary["workers"] == 1 and summary["final_accuracy"] >= 0.93 and summary["mean_staleness"] == 0
+
+
+def test_more_workers_than_shards_is_refused(digits_shards, tmp_path):
+    with pytest.raises(InputError, match="--workers 5 is more than the 4 shards"):
+        run(digits_shards, tmp_path / "x", workers=5)
+
+
+def test_missing_manifest_is_refused(tmp_path):
+    (tmp_path / "s").mkdir()
+    with pytest.raises(InputError, match="manifest.json is missing"):
+        run(tmp_path / "s", tmp_path / "x")

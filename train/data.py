@@ -1,0 +1,96 @@
+"""Stream a worker's shard in queue order, one Parquet row group in memory at a time.
+
+Every epoch reshuffles with a seed made from (seed, epoch) that is the same on every worker: the order of
+row groups is permuted, then the rows inside each row group. All shards of a set share one row-group layout
+(they differ by at most one trailing row), and the permutation covers only the positions every shard has,
+so row k of every shard still meets at the same step. Extra trailing rows come last in their block.
+
+Resumable state: ``(epoch, sample)``, the number of rows of that epoch already consumed.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from storage.dataset import features_of
+from storage.shardset import ShardSet
+
+
+class ShardStream:
+    """Batches of (features float32 (b, d), labels int64 (b,)) from shard ``index`` of ``shards``."""
+
+    def __init__(self, shards: ShardSet, index: int, *, batch_size: int, seed: int):
+        self.shards, self.index, self.batch_size, self.seed = shards, index, batch_size, seed
+        self.common_rows = min(shards.manifest["rows_per_shard"])
+        self.blocks: list[tuple[Path, int, int, int]] = []  # (file, row group, first position, rows)
+        start = 0
+        for f in shards.shard_files(index):
+            meta = pq.ParquetFile(f).metadata
+            for g in range(meta.num_row_groups):
+                n = meta.row_group(g).num_rows
+                self.blocks.append((f, g, start, n))
+                start += n
+        self.rows = start
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def epoch_order(self, epoch: int) -> list[tuple[int, np.ndarray]]:
+        """(block, row permutation inside it) in the order epoch ``epoch`` visits them."""
+        rng = np.random.default_rng([self.seed, epoch, 0])
+        out = []
+        for b in rng.permutation(len(self.blocks)):
+            _, _, first, n = self.blocks[b]
+            common = max(0, min(n, self.common_rows - first))
+            perm = np.random.default_rng([self.seed, epoch, 1, int(b)]).permutation(common)
+            out.append((int(b), np.concatenate([perm, np.arange(common, n)])))
+        return out
+
+    def _block(self, b: int) -> tuple[np.ndarray, np.ndarray]:
+        f, g, _, _ = self.blocks[b]
+        table = pq.ParquetFile(f).read_row_group(g)
+        x = features_of(table, self.shards.spec)
+        label = self.shards.spec.label
+        y = table.column(label).to_numpy() if label else np.zeros(table.num_rows, np.int64)
+        return x, y
+
+    def batches(self, epoch: int, start_sample: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of epoch ``epoch`` from row ``start_sample`` of its order (a resume point)."""
+        pending_x, pending_y, have, seen = [], [], 0, 0
+        for b, perm in self.epoch_order(epoch):
+            if seen + len(perm) <= start_sample:
+                seen += len(perm)
+                continue
+            x, y = self._block(b)
+            skip = max(0, start_sample - seen)
+            seen += len(perm)
+            x, y = x[perm[skip:]], y[perm[skip:]]
+            pending_x.append(x)
+            pending_y.append(y)
+            have += len(x)
+            while have >= self.batch_size:
+                bx, by = np.concatenate(pending_x), np.concatenate(pending_y)
+                yield torch.from_numpy(bx[:self.batch_size]), torch.from_numpy(by[:self.batch_size])
+                pending_x, pending_y = [bx[self.batch_size:]], [by[self.batch_size:]]
+                have -= self.batch_size
+        if have:
+            yield torch.from_numpy(np.concatenate(pending_x)), torch.from_numpy(np.concatenate(pending_y))
+
+
+def load_validation(shards: ShardSet) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole validation set as tensors (features float32 (n, d), labels int64 (n,))."""
+    x, y, _ = shards.read_validation()
+    if y is None:
+        raise ValueError(f"{shards.folder}: training needs a label column; the manifest has none")
+    return torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+
+
+def load_all(shards: ShardSet) -> tuple[np.ndarray, np.ndarray]:
+    """Every shard's rows (for the ``single`` reference): features (n, d) float32, labels (n,) int64."""
+    tables = [pq.read_table(f) for i in range(shards.workers) for f in shards.shard_files(i)]
+    table = pa.concat_tables(tables)
+    return features_of(table, shards.spec), table.column(shards.spec.label).to_numpy()

@@ -1,0 +1,61 @@
+"""Models: the default MLP sized from a manifest, or a user factory ``module:factory``; flat-vector helpers."""
+
+import importlib
+
+import torch
+from torch import nn
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+
+def default_mlp(input_dim: int, num_classes: int, hidden: int = 128) -> nn.Module:
+    """features -> hidden (ReLU) -> classes; trained with cross-entropy."""
+    return nn.Sequential(nn.Linear(input_dim, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+
+def build_model(spec: str | None, *, input_dim: int, num_classes: int, seed: int) -> nn.Module:
+    """The default MLP (``spec`` None) or ``factory(input_dim, num_classes)`` from ``module:factory``.
+    Initialised under ``torch.manual_seed(seed)`` so every process builds the same starting point."""
+    torch.manual_seed(seed)
+    if spec is None:
+        return default_mlp(input_dim, num_classes)
+    module_name, _, attr = spec.partition(":")
+    if not attr:
+        raise ValueError(f"--model {spec!r}: expected module:factory")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"--model {spec!r}: cannot load it ({exc})") from exc
+    model = factory(input_dim, num_classes)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"--model {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def get_flat(model: nn.Module) -> torch.Tensor:
+    return parameters_to_vector(model.parameters()).detach().clone()
+
+
+def set_flat(model: nn.Module, flat: torch.Tensor) -> None:
+    """Copy ``flat`` into the parameters. (vector_to_parameters makes the parameters views of its argument,
+    so without the clone local steps would write into the caller's vector, e.g. the pulled centre.)"""
+    with torch.no_grad():
+        vector_to_parameters(flat.clone(), model.parameters())
+
+
+def make_local_optimizer(name: str, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr)
+    if name == "momentum":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True)
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr)
+    raise ValueError(f"unknown local optimizer {name!r}; choose sgd, momentum or adam")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of parameters ``flat`` on (x, y)."""
+    set_flat(model, flat)
+    model.eval()
+    logits = model(x)
+    return float(nn.functional.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())

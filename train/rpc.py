@@ -1,0 +1,160 @@
+"""The RPC transport: the parameter-server process and the worker processes over torch.distributed.rpc.
+
+Rank 0 is the parameter server ("ps"), rank k+1 is worker k ("worker{k}"). TensorPipe with the uv transport
+(the shared-memory one busy-polls, reference §6); arguments are tensors and plain numbers only. Workers say
+"done" explicitly and every rank ends with ``rpc.shutdown(graceful=False)``, so a dead rank never hangs the
+others. RPC has no authentication: ranks bind to loopback unless the user points them elsewhere.
+"""
+
+import logging
+import queue
+import sys
+import threading
+import time
+
+import torch
+import torch.distributed.rpc as rpc
+
+from train import session
+from train.config import TrainConfig
+from train.server import DEAD, RUNNING
+from train.worker import Average, Commit, Done, Pull
+
+log = logging.getLogger("simshard.rpc")
+PS_NAME = "ps"
+_SERVER = None  # the ParameterServer of the parameter-server process
+_LAST_SEEN: dict[int, float] = {}
+
+
+def backend_options(init_method: str, *, timeout_s: float = 120.0) -> rpc.TensorPipeRpcBackendOptions:
+    return rpc.TensorPipeRpcBackendOptions(init_method=init_method, rpc_timeout=timeout_s, num_worker_threads=32,
+                                           _transports=["uv"])
+
+
+def _seen(k: int) -> None:
+    _LAST_SEEN[k] = time.monotonic()
+
+
+def _pull(k: int):
+    _seen(k)
+    return _SERVER.pull(k)
+
+
+def _commit(k: int, payload: torch.Tensor, clock: int, samples: int, cursor: tuple[int, int], loss: float):
+    _seen(k)
+    return _SERVER.commit(k, payload, clock=clock, samples=samples, cursor=cursor, loss=loss)
+
+
+@rpc.functions.async_execution
+def _average(k: int, theta: torch.Tensor, samples: int, cursor: tuple[int, int], loss: float):
+    _seen(k)
+    return _SERVER.average(k, theta, samples=samples, cursor=cursor, loss=loss)
+
+
+def _done(k: int, samples: int) -> bool:
+    _seen(k)
+    _SERVER.done(k)
+    return True
+
+
+class _EvalThread:
+    """Runs the monitor on snapshots in the background so commits are never held back by evaluation."""
+
+    def __init__(self, monitor: session.Monitor):
+        self.monitor, self.queue = monitor, queue.Queue()
+        self.thread = threading.Thread(target=self._run, name="simshard-eval", daemon=True)
+        self.thread.start()
+
+    def __call__(self, clock, epoch, centre):
+        self.queue.put((clock, epoch, centre))
+
+    def _run(self):
+        while (item := self.queue.get()) is not None:
+            self.monitor(*item)
+
+    def close(self):
+        self.queue.put(None)
+        self.thread.join()
+
+
+def serve(config: TrainConfig, *, rank: int, world_size: int, init_method: str, status=None, joined=None,
+          progress=None) -> dict:
+    """Run the parameter server until every worker is done or dead; write the run outputs."""
+    global _SERVER
+    torch.set_num_threads(config.threads)
+    setup = session.prepare(config, create_out=False)
+    monitor = session.Monitor(setup, progress=progress)
+    evaluator = _EvalThread(monitor)
+    _SERVER = ps = session.server(setup, monitor)
+    ps.on_snapshot = evaluator
+    rpc.init_rpc(PS_NAME, rank=rank, world_size=world_size, rpc_backend_options=backend_options(init_method))
+    if joined is not None:
+        joined[rank] = 1
+    start = time.monotonic()
+    for k in range(setup.workers):
+        _LAST_SEEN.setdefault(k, start)
+    try:
+        while not ps.finished():
+            time.sleep(0.05)
+            now = time.monotonic()
+            for k in range(setup.workers):
+                if ps.status[k] != RUNNING:
+                    continue
+                if status is not None and status[k] == DEAD:
+                    log.warning("worker %d died; training goes on with the others", k)
+                    ps.done(k, dead=True)
+                elif now - _LAST_SEEN[k] > config.worker_timeout:
+                    log.warning("worker %d silent for %.0f s; declared dead", k, now - _LAST_SEEN[k])
+                    ps.done(k, dead=True)
+        evaluator.close()
+        return session.finish(setup, ps, monitor, wall_seconds=time.monotonic() - start)
+    finally:
+        rpc.shutdown(graceful=False)
+
+
+def work(config: TrainConfig, k: int, *, rank: int, world_size: int, init_method: str, joined=None) -> None:
+    """Run worker k: answer its program's requests with RPC calls to the parameter server."""
+    torch.set_num_threads(config.threads)
+    setup = session.prepare(config, create_out=False)
+    program = session.worker(setup, k)
+    rpc.init_rpc(f"worker{k}", rank=rank, world_size=world_size, rpc_backend_options=backend_options(init_method))
+    if joined is not None:
+        joined[rank] = 1
+    try:
+        request = next(program)
+        while True:
+            if isinstance(request, Pull):
+                answer = rpc.rpc_sync(PS_NAME, _pull, args=(k,))
+            elif isinstance(request, Commit):
+                answer = rpc.rpc_sync(PS_NAME, _commit, args=(k, request.payload, request.clock, request.samples,
+                                                              request.cursor, request.loss))
+            elif isinstance(request, Average):
+                answer = rpc.rpc_sync(PS_NAME, _average, args=(k, request.theta, request.samples, request.cursor,
+                                                               request.loss), timeout=0)
+            elif isinstance(request, Done):
+                rpc.rpc_sync(PS_NAME, _done, args=(k, request.samples))
+                return
+            request = program.send(answer)
+    except RuntimeError as exc:
+        raise SystemExit(f"worker {k}: lost the parameter server ({str(exc).splitlines()[0]})") from None
+    finally:
+        rpc.shutdown(graceful=False)
+
+
+def process_main(role: str, config: TrainConfig, k: int, rank: int, world_size: int, init_method: str,
+                 status, joined, epoch_done) -> None:
+    """Entry point of a spawned rank (the launcher's child processes)."""
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {role}{'' if k < 0 else k} %(message)s")
+    try:
+        if role == "ps":
+            def progress(_step, epoch, _total):
+                epoch_done.value = epoch
+            serve(config, rank=rank, world_size=world_size, init_method=init_method, status=status, joined=joined,
+                  progress=progress)
+        else:
+            work(config, k, rank=rank, world_size=world_size, init_method=init_method, joined=joined)
+    except SystemExit as exc:
+        print(exc, file=sys.stderr, flush=True)
+        sys.exit(1)
+
+

@@ -1,0 +1,187 @@
+"""What a training run needs, built the same way in the simulator, the RPC processes and ``train.node``."""
+
+import dataclasses
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from storage.errors import InputError, ManifestError
+from storage.shardset import ShardSet
+from train import report
+from train.config import TrainConfig
+from train.data import ShardStream, load_all, load_validation
+from train.model import build_model, evaluate, get_flat, make_local_optimizer, set_flat
+from train.rules import make_rule
+from train.server import ParameterServer
+from train.worker import worker_program
+
+log = logging.getLogger("simshard.train")
+
+
+@dataclasses.dataclass
+class Setup:
+    config: TrainConfig
+    shards: ShardSet
+    workers: int
+    out: Path
+    input_dim: int
+    num_classes: int
+    train_rows: int
+    eval_every: int
+    checkpoint_every: int
+
+
+def prepare(config: TrainConfig, *, create_out: bool = True) -> Setup:
+    """Validate the shard set against the request; create the run folder (unless in a child process)."""
+    try:
+        shards = ShardSet(config.shards)
+    except ManifestError as exc:
+        raise InputError(str(exc)) from exc
+    m = shards.manifest
+    if m["label"] is None:
+        raise InputError(f"{config.shards}: the shards have no label column; rebuild them with --label")
+    if not m["validation"]["rows"]:
+        raise InputError(f"{config.shards}: the shards have no validation rows; rebuild with --validation-fraction")
+    single = config.optimizer == "single"
+    workers = config.workers or m["workers"]
+    if workers > m["workers"]:
+        raise InputError(f"--workers {workers} is more than the {m['workers']} shards in {config.shards}")
+    out = Path(config.out).expanduser().absolute()
+    if create_out:
+        if out.exists() and any(out.iterdir()) and not (config.resume or config.overwrite):
+            raise InputError(f"run folder {out} already exists; pass --overwrite or --resume")
+        if out.exists() and config.overwrite and not config.resume:
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+    train_rows = sum(m["rows_per_shard"][:workers])
+    window = 1 if single else config.resolved_window()
+    per_epoch = train_rows / config.batch_size / window
+    if config.optimizer == "averaging":
+        per_epoch /= workers
+    eval_every = config.eval_every or max(1, round(per_epoch / 8))
+    return Setup(config, shards, 1 if single else workers, out, m["columns"]["dim"], m["label"]["num_classes"],
+                 train_rows, eval_every, config.checkpoint_every or 10 * eval_every)
+
+
+class AllRowsStream:
+    """The ``single`` reference: every shard's rows in one stream, shuffled IID each epoch."""
+
+    def __init__(self, shards: ShardSet, *, workers: int, batch_size: int, seed: int):
+        x, y = load_all(shards)
+        self.x, self.y, self.batch_size, self.seed = torch.from_numpy(x), torch.from_numpy(y), batch_size, seed
+
+    def __len__(self):
+        return len(self.y)
+
+    def batches(self, epoch: int, start_sample: int = 0):
+        order = torch.from_numpy(np.random.default_rng([self.seed, epoch, 2]).permutation(len(self.y)))
+        for s in range(start_sample, len(order), self.batch_size):
+            idx = order[s:s + self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+def new_model(setup: Setup) -> torch.nn.Module:
+    return build_model(setup.config.model, input_dim=setup.input_dim, num_classes=setup.num_classes,
+                       seed=setup.config.seed)
+
+
+def worker(setup: Setup, k: int):
+    """Worker k's program (a generator; see :mod:`train.worker`)."""
+    cfg = setup.config
+    model = new_model(setup)
+    torch.manual_seed(cfg.seed * 1000 + k + 1)
+    if cfg.optimizer == "single":
+        stream = AllRowsStream(setup.shards, workers=setup.workers, batch_size=cfg.batch_size, seed=cfg.seed)
+        rule, window = make_rule("downpour", lr=cfg.resolved_lr()), 1  # λ=1 with one worker: plain training
+    else:
+        stream = ShardStream(setup.shards, k, batch_size=cfg.batch_size, seed=cfg.seed)
+        rule = None if cfg.optimizer == "averaging" else make_rule(cfg.optimizer, lr=cfg.resolved_lr(),
+                                                                     rho=cfg.rho, gamma=cfg.gamma)
+        window = cfg.resolved_window()
+    optimizer = make_local_optimizer(cfg.resolved_local(), model, cfg.resolved_lr())
+    return worker_program(rule=rule, model=model, optimizer=optimizer, stream=stream, epochs=cfg.epochs,
+                          window=window)
+
+
+class Monitor:
+    """Evaluates snapshots of θ̃ on the validation set, logs progress and writes checkpoints when due."""
+
+    def __init__(self, setup: Setup, *, progress=None, history: list[dict] | None = None):
+        self.setup, self.progress = setup, progress
+        self.model = new_model(setup)
+        self.x, self.y = load_validation(setup.shards)
+        self.evals: list[dict] = list(history or [])
+        self.server: ParameterServer | None = None
+        self.start = time.monotonic()
+
+    def __call__(self, clock: int, epoch: float, centre: torch.Tensor) -> None:
+        loss, acc = evaluate(self.model, centre, self.x, self.y)
+        self.evals.append({"time": self.server.now() - self.server.start_time, "epoch": epoch, "commit": clock,
+                           "loss": loss, "accuracy": acc})
+        log.info("commit %d  epoch %.2f  validation loss %.4f  accuracy %.4f", clock, epoch, loss, acc)
+        if self.progress:
+            self.progress("train", min(epoch, self.setup.config.epochs), self.setup.config.epochs)
+        if clock % self.setup.checkpoint_every == 0:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        report.save_checkpoint(self.setup.out, self.server.state(), optimizer=self.setup.config.optimizer,
+                               evals=self.evals, records=self.server.records)
+
+
+def server(setup: Setup, monitor: Monitor, *, now=time.monotonic) -> ParameterServer:
+    """The parameter server, fresh or restored from the run folder's checkpoint (``--resume``)."""
+    cfg = setup.config
+    rule = None if cfg.optimizer == "averaging" else make_rule(
+        "downpour" if cfg.optimizer == "single" else cfg.optimizer, lr=cfg.resolved_lr(), rho=cfg.rho,
+        gamma=cfg.gamma)
+    state = {}
+    if cfg.resume:
+        ckpt = report.load_checkpoint(setup.out)
+        if ckpt["optimizer"] != cfg.optimizer:
+            raise InputError(f"--resume: the checkpoint is for {ckpt['optimizer']}, not {cfg.optimizer}")
+        state = {"centre": ckpt["centre"], "clock": int(ckpt["clock"]),
+                 "cursors": [tuple(c) for c in ckpt["cursors"].tolist()], "samples": ckpt["samples"].tolist()}
+        monitor.evals = list(ckpt["evals"])
+        log.info("resuming at clock %d", state["clock"])
+    centre = state.pop("centre", None)
+    if centre is None:
+        centre = get_flat(new_model(setup))
+    ps = ParameterServer(rule=rule, centre=centre, workers=setup.workers, train_rows=setup.train_rows,
+                         eval_every=setup.eval_every, on_snapshot=monitor, now=now, **state)
+    if cfg.resume:
+        ps.records = list(ckpt["records"])
+    monitor.server = ps
+    return ps
+
+
+def finish(setup: Setup, ps: ParameterServer, monitor: Monitor, *, wall_seconds: float) -> dict:
+    """Final evaluation, checkpoint and outputs; returns the summary."""
+    cfg = setup.config
+    if not monitor.evals or monitor.evals[-1]["commit"] != ps.clock:
+        monitor(ps.clock, ps.epoch, ps.centre.clone())
+    monitor.checkpoint()
+    rows = setup.shards.manifest["rows_per_shard"]
+    planned = [rows[k] * cfg.epochs for k in range(setup.workers)] if cfg.optimizer != "single" \
+        else [setup.train_rows * cfg.epochs]
+    unseen = sum(max(0, p - s) for p, s in zip(planned, ps.samples))
+    dead = [k for k, s in enumerate(ps.status) if s == 2]
+    df = report.metrics_frame(ps.records, monitor.evals)
+    summary = report.summarize(df, optimizer=cfg.optimizer, workers=setup.workers, epochs=cfg.epochs,
+                               target=cfg.target_accuracy, unseen_rows=unseen, dead_workers=dead,
+                               wall_seconds=wall_seconds)
+    summary["auc"] = report.auc(df)
+    summary["shards"] = str(setup.shards.folder)
+    summary["eval_every"] = setup.eval_every
+    model = new_model(setup)
+    set_flat(model, ps.centre)
+    report.write_outputs(setup.out, df=df, summary=summary, state_dict=model.state_dict(),
+                         title=f"{cfg.optimizer}, {setup.workers} workers")
+    if math.isfinite(summary["final_accuracy"] or math.nan):
+        log.info("final accuracy %.4f after %d commits", summary["final_accuracy"], summary["commits"])
+    return summary

@@ -1,0 +1,100 @@
+"""The worker's program, free of any transport.
+
+``worker_program`` is a generator: it yields requests (:class:`Pull`, :class:`Commit`, :class:`Average`,
+:class:`Done`) and is sent each answer. :mod:`train.simulate` answers them in-process under a staleness
+schedule; :mod:`train.rpc` answers them with RPC calls to the parameter server. The training arithmetic is
+the same in both.
+"""
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from train.data import ShardStream
+from train.model import get_flat, set_flat
+from train.rules import Rule
+
+
+@dataclasses.dataclass
+class Pull:
+    """Answer: (centre, clock, start cursor (epoch, sample))."""
+
+
+@dataclasses.dataclass
+class Commit:
+    """Answer: (centre after this commit, clock)."""
+
+    payload: torch.Tensor
+    clock: int  # clock of the centre the payload was computed against
+    samples: int  # rows trained in this window
+    cursor: tuple[int, int]  # (epoch, sample in epoch) after this window
+    loss: float  # mean training loss over the window
+
+
+@dataclasses.dataclass
+class Average:
+    """Synchronous round: answer is the averaged centre."""
+
+    theta: torch.Tensor
+    samples: int
+    cursor: tuple[int, int]
+    loss: float
+
+
+@dataclasses.dataclass
+class Done:
+    samples: int
+
+
+def worker_program(*, rule: Rule | None, model: nn.Module, optimizer: torch.optim.Optimizer, stream: ShardStream,
+                   epochs: int, window: int):
+    """Train on ``stream`` for ``epochs`` epochs, talking to the parameter server every ``window`` steps.
+    ``rule`` None means synchronous model averaging. The last partial window is always committed."""
+    centre, clock, (epoch0, sample0) = yield Pull()
+    set_flat(model, centre)
+    theta_s = centre
+    loss_fn = nn.CrossEntropyLoss()
+    steps = samples = total = 0
+    loss_sum = 0.0
+    cursor = (epoch0, sample0)
+
+    def exchange():
+        nonlocal theta_s, clock, steps, samples, loss_sum
+        theta_k = get_flat(model)
+        loss = loss_sum / steps
+        if rule is None:
+            centre = yield Average(theta_k, samples, cursor, loss)
+            set_flat(model, centre)
+        elif rule.elastic:
+            centre_now, clock_now, _ = yield Pull()
+            payload = rule.worker_payload(theta_k, centre_now, steps)
+            yield Commit(payload, clock_now, samples, cursor, loss)
+            set_flat(model, rule.worker_next(theta_k, payload, centre_now))
+        else:
+            payload = rule.worker_payload(theta_k, theta_s, steps)
+            theta_s, clock = yield Commit(payload, clock, samples, cursor, loss)
+            set_flat(model, theta_s)
+        steps = samples = 0
+        loss_sum = 0.0
+
+    for epoch in range(epoch0, epochs):
+        start = sample0 if epoch == epoch0 else 0
+        position = start
+        for x, y in stream.batches(epoch, start):
+            model.train()
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            samples += len(y)
+            total += len(y)
+            position += len(y)
+            loss_sum += float(loss.detach())
+            cursor = (epoch, position) if position < len(stream) else (epoch + 1, 0)
+            if steps == window:
+                yield from exchange()
+    if steps:
+        yield from exchange()
+    yield Done(total)
