@@ -113,6 +113,7 @@ def parser() -> argparse.ArgumentParser:
     opt("dask_address")
     opt("dask_workers", type=int)
     opt("dask_memory_limit")
+    opt("shuffle_method", choices=["auto", "tasks", "p2p"])
     opt("rows_per_part", type=int)
     p.add_argument("--debug", action="store_true", help="show tracebacks on error")
     return p

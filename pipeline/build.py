@@ -136,7 +136,7 @@ def bucket_and_write(plan: Plan, client, family_info: dict | None, progress: Pro
     dest[rows.validation_rows] = cfg.workers * stride + np.arange(len(rows.validation_rows))
     files = write_shards(ds, chunks, dest, out=plan.staging, workdir=plan.work, rows_per_shard=dealt.rows_per_shard,
                          validation_rows=len(rows.validation_rows), rows_per_part=cfg.rows_per_part,
-                         client=client, progress=progress)
+                         client=client, shuffle_method=cfg.shuffle_method, progress=progress)
     written = sum(f["rows"] for f in files)
     expected = int(kept.sum()) + len(rows.validation_rows)
     if written != expected:

@@ -33,6 +33,9 @@ class BuildConfig(BaseModel):
     dask_address: str | None = Field(None, description="existing Dask scheduler (default: a LocalCluster)")
     dask_workers: int = Field(2, ge=1, description="LocalCluster worker processes (1 thread each)")
     dask_memory_limit: str = Field("auto", description="LocalCluster memory limit per worker, e.g. '4GiB'")
+    shuffle_method: Literal["auto", "tasks", "p2p"] = Field(
+        "auto", description="Dask shuffle for the write pass: auto picks tasks (faster) when the data is under a "
+        "quarter of the cluster's memory, else p2p (built for larger-than-memory data)")
     rows_per_part: int = Field(1_000_000, ge=1, description="a shard larger than this becomes a folder of parts")
     chunk_rows: int = Field(262_144, ge=1, description="rows per Dask task when reading the source")
 

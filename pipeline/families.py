@@ -24,9 +24,11 @@ import faiss
 import numpy as np
 
 FAMILIES = ("lsh", "pca", "itq", "kmeans")
-FLAT_ASSIGN_MAX_CELLS = 256
+# Measured here (FAISS 1.15.1 generic build, one thread, d=64): flat assignment 435k rows/s at 1,024 cells and
+# 114k at 4,096, HNSW (M=32, efSearch=64) 28k and 15k. HNSW only pays off for far more cells.
+FLAT_ASSIGN_MAX_CELLS = 16_384
 MAX_BITS = 24
-MAX_CELLS = 4096
+MAX_CELLS = 1024  # default cap; --size goes up to any count (the reference measured 4096)
 
 
 def default_size(family: str, *, rows: int, workers: int, sample_rows: int) -> int:
@@ -172,12 +174,13 @@ class ITQFamily(SignFamily):
 
 class KMeansFamily(HashFamily):
     name = "kmeans"
+    flat_max_cells = FLAT_ASSIGN_MAX_CELLS
 
     @staticmethod
     def _fit(sample, size, seed):
         d = sample.shape[1]
         cells = max(1, min(size, len(sample)))
-        km = faiss.Kmeans(d, cells, niter=20, seed=seed, verbose=False, spherical=False)
+        km = faiss.Kmeans(d, cells, niter=10, seed=seed, verbose=False, spherical=False)
         km.train(sample)
         centroids = km.centroids.astype(np.float32)
         key_dir, key_offset = _top_direction(sample)
@@ -187,7 +190,7 @@ class KMeansFamily(HashFamily):
     def _index(self):
         if getattr(self, "_quantizer", None) is None:
             c = self.arrays["centroids"]
-            if len(c) <= FLAT_ASSIGN_MAX_CELLS:
+            if len(c) <= self.flat_max_cells:
                 index = faiss.IndexFlatL2(c.shape[1])
             else:
                 index = faiss.IndexHNSWFlat(c.shape[1], 32)

@@ -60,7 +60,7 @@ def auc(df: pd.DataFrame) -> float:
     return float(np.trapezoid(evals.accuracy, evals.epoch) / span) if span > 0 else math.nan
 
 
-def plots(df: pd.DataFrame, out: Path, title: str) -> list[Path]:
+def write_plots(df: pd.DataFrame, out: Path, title: str) -> list[Path]:
     evals = df[df.worker == -2]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(evals.epoch, evals.accuracy, marker=".")
@@ -79,11 +79,13 @@ def plots(df: pd.DataFrame, out: Path, title: str) -> list[Path]:
     return [out / "accuracy.png", out / "staleness.png"]
 
 
-def write_outputs(out: Path, *, df: pd.DataFrame, summary: dict, state_dict: dict, title: str) -> None:
+def write_outputs(out: Path, *, df: pd.DataFrame, summary: dict, state_dict: dict, title: str,
+                  plots: bool = True) -> None:
     out.mkdir(parents=True, exist_ok=True)
     df.to_parquet(out / "metrics.parquet", index=False)
     torch.save(state_dict, out / "model.pt")
-    plots(df, out, title)
+    if plots:
+        write_plots(df, out, title)
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, out / "summary.json")

@@ -160,7 +160,7 @@ def server(setup: Setup, monitor: Monitor, *, now=time.monotonic) -> ParameterSe
     return ps
 
 
-def finish(setup: Setup, ps: ParameterServer, monitor: Monitor, *, wall_seconds: float) -> dict:
+def finish(setup: Setup, ps: ParameterServer, monitor: Monitor, *, wall_seconds: float, plots: bool = True) -> dict:
     """Final evaluation, checkpoint and outputs; returns the summary."""
     cfg = setup.config
     if not monitor.evals or monitor.evals[-1]["commit"] != ps.clock:
@@ -181,7 +181,7 @@ def finish(setup: Setup, ps: ParameterServer, monitor: Monitor, *, wall_seconds:
     model = new_model(setup)
     set_flat(model, ps.centre)
     report.write_outputs(setup.out, df=df, summary=summary, state_dict=model.state_dict(),
-                         title=f"{cfg.optimizer}, {setup.workers} workers")
+                         title=f"{cfg.optimizer}, {setup.workers} workers", plots=plots)
     if math.isfinite(summary["final_accuracy"] or math.nan):
         log.info("final accuracy %.4f after %d commits", summary["final_accuracy"], summary["commits"])
     return summary

@@ -20,7 +20,7 @@ from train.worker import Average, Commit, Done, Pull
 SCHEDULES = ("round-robin", "random")
 
 
-def simulate(config: TrainConfig, *, schedule: str = "round-robin", progress=None) -> dict:
+def simulate(config: TrainConfig, *, schedule: str = "round-robin", progress=None, plots: bool = True) -> dict:
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose {' or '.join(SCHEDULES)}")
     setup = session.prepare(config)
@@ -73,12 +73,13 @@ def simulate(config: TrainConfig, *, schedule: str = "round-robin", progress=Non
             k = min(runnable, key=lambda w: (w - turn) % setup.workers)
             turn = k + 1
         serve(k)
-    return session.finish(setup, ps, monitor, wall_seconds=time.perf_counter() - wall)
+    return session.finish(setup, ps, monitor, wall_seconds=time.perf_counter() - wall, plots=plots)
 
 
 def main(argv=None) -> int:
-    from flows.train import parse_config
     import argparse
+
+    from flows.train import parse_config
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--schedule", choices=SCHEDULES, default="round-robin")
     known, rest = pre.parse_known_args(argv)

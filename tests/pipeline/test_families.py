@@ -49,3 +49,12 @@ def test_gray_rank_orders_codes_so_neighbours_differ_in_one_bit():
 def test_unknown_family_is_named():
     with pytest.raises(ValueError, match="unknown hash family 'minhash'"):
         fit_family("minhash", np.zeros((10, 2), np.float32), size=2, seed=0)
+
+
+def test_hnsw_quantizer_agrees_with_flat_assignment(data, monkeypatch):
+    fam = fit_family("kmeans", data[:8000], size=300, seed=2)
+    flat = fam.encode(data)[0]
+    monkeypatch.setattr(type(fam), "flat_max_cells", 100)
+    hnsw = type(fam)(dim=fam.dim, size=fam.size, seed=fam.seed, arrays=fam.arrays)
+    assert type(hnsw._index()).__name__ == "IndexHNSWFlat"
+    assert (hnsw.encode(data)[0] == flat).mean() > 0.99

@@ -1,0 +1,34 @@
+"""``--quick`` end to end under a real Prefect server: table shape, intervals from per-seed values."""
+
+import math
+
+import pandas as pd
+
+from train.stats import mean_ci
+
+
+def test_quick_experiment_table_and_intervals(prefect_server, tmp_path):
+    from prefect.artifacts import Artifact
+
+    from flows.experiment import main
+
+    assert main(["--quick", "--out", str(tmp_path / "exp")]) == 0
+    runs = pd.read_parquet(tmp_path / "exp" / "results.parquet")
+    cells = pd.read_parquet(tmp_path / "exp" / "cells.parquet")
+    assert len(runs) == 3 * 3 + 3  # 3 shardings x 3 seeds of agn, and 3 seeds of single
+    assert sorted(cells.sharding[cells.optimizer == "agn"]) == ["aligned-kmeans", "contiguous-sorted", "random"]
+    assert (cells.seeds == 3).all()
+    for _, cell in cells.iterrows():
+        per_seed = runs[(runs.optimizer == cell.optimizer) & (runs.sharding == cell.sharding)]
+        for measure in ("epochs_to_target", "final_accuracy"):
+            m, lo, hi = mean_ci(per_seed[measure])
+            assert math.isclose(cell[measure], m) and math.isclose(cell[measure + "_low"], lo, abs_tol=1e-12)
+            assert cell[measure + "_low"] <= cell[measure] <= cell[measure + "_high"]
+        assert cell.reached == per_seed.reached.sum()
+        random = runs[(runs.optimizer == cell.optimizer) & (runs.sharding == "random")].set_index("seed")
+        ratios = per_seed.set_index("seed").epochs_to_target / random.epochs_to_target
+        assert math.isclose(cell.ratio_to_random, ratios.mean())
+    md = (tmp_path / "exp" / "results.md").read_text()
+    assert md.count("| sim | digits |") == len(cells)
+    assert list((tmp_path / "exp").glob("*.png"))
+    assert Artifact.get("experiment-results") is not None

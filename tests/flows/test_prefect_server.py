@@ -1,0 +1,112 @@
+"""Against a real Prefect server: deployments from prefect.yaml with cron runs scheduled, a pipeline run with
+both subflows and its artifacts read back through the API, and the UI showing the run in headless Chromium."""
+
+import shutil
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import yaml
+
+from flows.deployments import DEPLOYMENTS, WORK_POOL
+from tests.flows.conftest import ROOT
+
+
+def post(api: str, path: str, body: dict) -> list[dict]:
+    r = httpx.post(f"{api}{path}", json=body, timeout=30)
+    r.raise_for_status()
+    return r.json()
+
+
+def prefect(env, *args, cwd=ROOT, timeout=300):
+    res = subprocess.run([sys.executable, "-m", "prefect", *args], env=env, cwd=cwd, capture_output=True, text=True,
+                         timeout=timeout)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res.stdout
+
+
+def test_prefect_yaml_matches_the_served_deployments():
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    declared = {d["name"]: d for d in spec["deployments"]}
+    assert set(declared) == set(DEPLOYMENTS)
+    for name, d in DEPLOYMENTS.items():
+        assert declared[name]["entrypoint"] == d["entrypoint"] and declared[name]["work_pool"]["name"] == WORK_POOL
+        assert [s["cron"] for s in declared[name].get("schedules", [])] == ([d["cron"]] if d["cron"] else [])
+        assert declared[name]["parameters"] == d["parameters"]
+
+
+def test_deploy_creates_deployments_whose_cron_schedules_produce_runs(prefect_api):
+    api, env = prefect_api
+    prefect(env, "work-pool", "create", WORK_POOL, "--type", "process")
+    prefect(env, "--no-prompt", "deploy", "--all")
+    deployments = {d["name"]: d for d in post(api, "/deployments/filter", {})}
+    assert set(deployments) == {"nightly-build", "train", "pipeline"}
+    nightly = deployments["nightly-build"]["id"]
+    deadline, scheduled = time.time() + 90, []
+    while time.time() < deadline and not scheduled:
+        scheduled = post(api, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [nightly]},
+                                                                  "state": {"type": {"any_": ["SCHEDULED"]}}}})
+        time.sleep(2)
+    assert scheduled, "the nightly cron schedule produced no scheduled runs (SQLAlchemy/fastapi trap?)"
+    assert all(r["expected_start_time"][11:16] == "02:00" for r in scheduled)
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(prefect_api, tmp_path_factory):
+    api, env = prefect_api
+    tmp = tmp_path_factory.mktemp("pipeline")
+    res = subprocess.run([sys.executable, "-m", "flows.pipeline", "--workers", "2", "--epochs", "2", "--shards",
+                          str(tmp / "shards"), "--run", str(tmp / "run")], env=env, cwd=tmp, capture_output=True,
+                         text=True, timeout=400)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    flows = {f["id"]: f["name"] for f in post(api, "/flows/filter", {})}
+    runs = post(api, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["COMPLETED", "FAILED",
+                                                                                     "CRASHED"]}}}})
+    return api, {flows[r["flow_id"]]: r for r in runs}, tmp
+
+
+def test_pipeline_run_completes_with_both_subflows(pipeline_run):
+    _, runs, tmp = pipeline_run
+    assert {"pipeline", "build_shards", "train"} <= set(runs)
+    assert all(runs[n]["state_type"] == "COMPLETED" for n in ("pipeline", "build_shards", "train"))
+    assert runs["pipeline"]["parent_task_run_id"] is None
+    assert runs["build_shards"]["parent_task_run_id"] and runs["train"]["parent_task_run_id"]
+    assert (tmp / "run" / "summary.json").is_file() and (tmp / "shards" / "manifest.json").is_file()
+
+
+def test_artifacts_are_readable_by_key(pipeline_run):
+    api, runs, _ = pipeline_run
+    for key, run in (("build-shards-quality", "build_shards"), ("train-summary", "train"),
+                     ("train-report", "train")):
+        found = post(api, "/artifacts/latest/filter", {"artifacts": {"key": {"any_": [key]}}})
+        assert found and found[0]["flow_run_id"] == runs[run]["id"], key
+    table = post(api, "/artifacts/latest/filter", {"artifacts": {"key": {"any_": ["train-summary"]}}})[0]
+    assert "final_accuracy" in str(table["data"])
+    progress = post(api, "/artifacts/filter", {"artifacts": {"type": {"any_": ["progress"]}}})
+    assert progress and max(a["data"] for a in progress) == 100
+
+
+def test_ui_shows_the_run_and_its_artifacts(pipeline_run, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it where apt-get can)")
+    api, runs, _ = pipeline_run
+    run, ui = runs["train"], api[:-len("/api")]
+
+    def render(path: str, shot: str) -> str:
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / shot}", "--virtual-time-budget=20000", "--window-size=1400,1000"]
+        subprocess.run([chromium, *flags, f"--screenshot={tmp_path / shot}.png", ui + path], capture_output=True,
+                       timeout=120)
+        assert (tmp_path / f"{shot}.png").stat().st_size > 20_000, f"blank screenshot of {path}"
+        return subprocess.run([chromium, *flags, "--dump-dom", ui + path], capture_output=True, text=True,
+                              timeout=120).stdout
+
+    page = render(f"/runs/flow-run/{run['id']}", "flow-run")
+    assert run["name"] in page and "Completed" in page, "the flow run is not shown on its page"
+    for key in ("train-summary", "train-report"):
+        page = render(f"/artifacts/key/{key}", key)
+        assert key in page and run["name"] in page, f"artifact {key} is not shown with its run"

@@ -1,0 +1,26 @@
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from train.stats import aggregate, mean_ci
+
+
+def test_mean_ci_is_the_student_t_interval():
+    v = [3.0, 4.0, 6.0, 7.0, 5.5]
+    m, lo, hi = mean_ci(v)
+    ref = stats.t.interval(0.95, len(v) - 1, loc=np.mean(v), scale=stats.sem(v))
+    assert m == np.mean(v) and math.isclose(lo, ref[0]) and math.isclose(hi, ref[1])
+    assert math.isnan(mean_ci([1.0])[1])
+
+
+def test_ratio_to_random_is_paired_by_seed():
+    runs = pd.DataFrame({"sharding": ["random"] * 3 + ["aligned"] * 3, "seed": [0, 1, 2] * 2,
+                         "epochs_to_target": [2.0, 4.0, 8.0, 1.0, 4.0, 4.0], "reached": [True] * 6,
+                         "dataset": "d"})
+    for m in ("final_accuracy", "auc", "mean_conflict", "mean_staleness", "wall_seconds"):
+        runs[m] = 1.0
+    cells = aggregate(runs, keys=["dataset", "sharding"]).set_index("sharding")
+    assert cells.loc["aligned", "ratio_to_random"] == np.mean([0.5, 1.0, 0.5])
+    assert cells.loc["random", "ratio_to_random"] == 1.0 and cells.loc["aligned", "reached"] == 3

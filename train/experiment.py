@@ -1,0 +1,210 @@
+"""The sharding experiment: does aligned dealing cut epochs-to-target under asynchronous training?
+
+A grid over datasets x sharding x optimizer x workers x learning-rate scale x seeds, run with the
+deterministic simulator (a subset also over real RPC to check that the simulator's trend holds). Shard
+sets are cached by fingerprint (source fingerprint + build parameters) and reused across cells and runs.
+The target accuracy of a dataset is ``target_fraction`` x the mean final accuracy of ``single`` on it.
+
+Shardings: ``aligned-<family>`` (aligned order with that hash family), ``stratified``, ``random``,
+``contiguous`` (source order) and ``contiguous-sorted`` (the source sorted by label first, the way data
+often sits in storage).
+"""
+
+import hashlib
+import itertools
+import json
+import math
+import shutil
+import time
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.build import build_shards
+from pipeline.config import BuildConfig
+from pipeline.daskrt import ProgressFn, ordered_map
+from storage import demo
+from storage.dataset import open_source
+from storage.manifest import read_manifest
+from train.config import TrainConfig
+from train.stats import aggregate
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "bench" / "experiments" / "default.toml"
+QUICK_CONFIG = DEFAULT_CONFIG.with_name("quick.toml")
+KEYS = ["mode", "dataset", "optimizer", "workers", "lr_scale", "sharding"]
+
+
+class Dataset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    source: str
+
+
+class RpcCheck(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dataset: str
+    optimizer: str = "agn"
+    workers: int = 4
+    lr_scale: float = 1.0
+    shardings: list[str] = ["aligned-kmeans", "random", "contiguous-sorted"]
+    seeds: list[int] = [0, 1, 2]
+
+
+class ExperimentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    datasets: list[Dataset]
+    shardings: list[str] = ["aligned-kmeans", "aligned-pca", "stratified", "random", "contiguous",
+                            "contiguous-sorted"]
+    optimizers: list[str] = ["downpour", "agn", "adag", "dynsgd", "aeasgd"]
+    references: list[str] = ["averaging", "single"]
+    workers: list[int] = [4, 8]
+    lr_scales: list[float] = Field([1.0, 4.0], description="multiples of each optimizer's default local lr")
+    seeds: list[int] = [0, 1, 2, 3, 4]
+    epochs: int = 8
+    batch_size: int = 32
+    evals_per_epoch: int = 8
+    target_fraction: float = 0.95
+    schedule: str = "round-robin"
+    rpc_check: RpcCheck | None = None
+
+
+def load_config(path: Path) -> ExperimentConfig:
+    with open(path, "rb") as fh:
+        return ExperimentConfig(**tomllib.load(fh))
+
+
+def _sorted_copy(source: str) -> str:
+    """The source sorted by label, cached as one Parquet file (small experiment datasets only)."""
+    ds = open_source(source, label="label")
+    path = demo.cache_dir() / "sorted" / f"{ds.fingerprint()[:16]}.parquet"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table = pq.read_table(ds.files[0] if len(ds.files) == 1 else source)
+        table = table.take(pc.sort_indices(table, [("label", "ascending")]))
+        tmp = path.with_suffix(".tmp")
+        pq.write_table(table, tmp)
+        tmp.rename(path)
+    return str(path)
+
+
+def build_config_for(dataset: Dataset, sharding: str, workers: int, seed: int) -> BuildConfig:
+    source = _sorted_copy(dataset.source) if sharding == "contiguous-sorted" else dataset.source
+    order, _, family = sharding.partition("-")
+    if order == "contiguous":
+        family = ""
+    return BuildConfig(source=source, out="-", workers=workers, order=order, family=family or "kmeans",
+                       seed=seed, label="label")
+
+
+def shard_folder(cfg: BuildConfig) -> Path:
+    """Cache folder for a shard set, named by the source fingerprint and the build parameters."""
+    params = cfg.model_dump(exclude={"out", "overwrite", "dask_address", "dask_workers", "dask_memory_limit",
+                                     "shuffle_method", "source"})
+    key = open_source(cfg.source, label=cfg.label).fingerprint() + json.dumps(params, sort_keys=True)
+    return demo.cache_dir() / "shards" / hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def ensure_shards(cfg: BuildConfig, dask_address: str | None) -> Path:
+    folder = shard_folder(cfg)
+    try:
+        read_manifest(folder)
+        return folder
+    except Exception:  # noqa: BLE001 - missing or stale: rebuild
+        shutil.rmtree(folder, ignore_errors=True)
+    build_shards(cfg.model_copy(update={"out": str(folder), "dask_address": dask_address}))
+    return folder
+
+
+def plan(cfg: ExperimentConfig) -> list[dict]:
+    """Every run of the grid: references once per (dataset, workers, lr, seed) on random shards."""
+    runs = []
+    for d, w, lr, seed in itertools.product(cfg.datasets, cfg.workers, cfg.lr_scales, cfg.seeds):
+        for opt in cfg.optimizers:
+            runs += [dict(mode="sim", dataset=d.name, optimizer=opt, workers=w, lr_scale=lr, sharding=s, seed=seed)
+                     for s in cfg.shardings]
+        runs += [dict(mode="sim", dataset=d.name, optimizer=opt, workers=w, lr_scale=lr, sharding="random",
+                      seed=seed) for opt in cfg.references if opt != "single"]
+    for d, seed in itertools.product(cfg.datasets, cfg.seeds):
+        if "single" in cfg.references:
+            runs.append(dict(mode="sim", dataset=d.name, optimizer="single", workers=1, lr_scale=1.0,
+                             sharding="random", seed=seed))
+    if cfg.rpc_check:
+        r = cfg.rpc_check
+        runs += [dict(mode="rpc", dataset=r.dataset, optimizer=r.optimizer, workers=r.workers, lr_scale=r.lr_scale,
+                      sharding=s, seed=seed) for s in r.shardings for seed in r.seeds]
+    return runs
+
+
+def run_one(run: dict, *, shards: str, out: str, cfg: ExperimentConfig) -> dict:
+    """Train one cell (simulated or over RPC); returns the run's row and its accuracy curve."""
+    from train.config import DEFAULT_LR, TrainConfig
+    from train.launcher import launch
+    from train.simulate import simulate
+
+    torch.set_num_threads(1)
+    base = TrainConfig(optimizer=run["optimizer"])
+    per_epoch = sum(read_manifest(shards)["rows_per_shard"][:run["workers"]]) / cfg.batch_size
+    per_epoch /= 1 if run["optimizer"] == "single" else base.resolved_window()
+    if run["optimizer"] == "averaging":
+        per_epoch /= run["workers"]
+    tc = TrainConfig(shards=shards, out=out, optimizer=run["optimizer"], epochs=cfg.epochs, seed=run["seed"],
+                     batch_size=cfg.batch_size, workers=None if run["optimizer"] == "single" else run["workers"],
+                     lr=DEFAULT_LR[base.resolved_local()] * run["lr_scale"], overwrite=True,
+                     eval_every=max(1, round(per_epoch / cfg.evals_per_epoch)))
+    start = time.perf_counter()
+    summary = simulate(tc, schedule=cfg.schedule, plots=False) if run["mode"] == "sim" else launch(tc)
+    metrics = pd.read_parquet(Path(out) / "metrics.parquet")
+    evals = metrics[metrics.worker == -2][["epoch", "accuracy"]]
+    return dict(run, final_accuracy=summary["final_accuracy"], best_accuracy=summary["best_accuracy"],
+                auc=summary["auc"], mean_conflict=summary["mean_conflict"],
+                mean_staleness=summary["mean_staleness"], wall_seconds=time.perf_counter() - start,
+                train_rows=int(per_epoch * cfg.batch_size), curve=evals.to_dict("list"))
+
+
+def epochs_to(curve: dict, target: float) -> tuple[float, bool]:
+    """First evaluated epoch with accuracy >= target; (last epoch, False) when never reached (censored)."""
+    for e, a in zip(curve["epoch"], curve["accuracy"]):
+        if a >= target:
+            return float(e), True
+    return float(curve["epoch"][-1]) if curve["epoch"] else math.nan, False
+
+
+def run_experiment(cfg: ExperimentConfig, out: Path, *, client, progress: ProgressFn | None = None
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Build (or reuse) every shard set, run every cell, and aggregate. Returns (runs, curves, cells)."""
+    out.mkdir(parents=True, exist_ok=True)
+    runs = plan(cfg)
+    datasets = {d.name: d for d in cfg.datasets}
+    folders = {}
+    for key in sorted({(r["dataset"], r["sharding"], r["workers"], r["seed"]) for r in runs}):
+        folders[key] = str(ensure_shards(build_config_for(datasets[key[0]], key[1], max(key[2], min(cfg.workers)),
+                                                          key[3]), client.scheduler.address))
+        if progress:
+            progress("build", len(folders), len({(r["dataset"], r["sharding"], r["workers"], r["seed"])
+                                                 for r in runs}))
+    jobs = [dict(run=r, shards=folders[(r["dataset"], r["sharding"], r["workers"], r["seed"])],
+                 out=str(out / "runs" / "-".join(str(r[k]) for k in KEYS + ["seed"]))) for r in runs]
+    sim = [j for j in jobs if j["run"]["mode"] == "sim"]
+    results = ordered_map(client, _run_job, sim, step="simulate", progress=progress, cfg=cfg)
+    results += [_run_job(j, cfg=cfg) for j in jobs if j["run"]["mode"] == "rpc"]  # RPC runs use every core
+    table = pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in results])
+    targets = {d: cfg.target_fraction * table[(table.dataset == d) & (table.optimizer == "single")]
+               .final_accuracy.mean() for d in datasets}
+    reached = [epochs_to(r["curve"], targets[r["dataset"]]) for r in results]
+    table["target"] = table.dataset.map(targets)
+    table["epochs_to_target"] = [e for e, _ in reached]
+    table["reached"] = [ok for _, ok in reached]
+    table["samples_to_target"] = table.epochs_to_target * table.train_rows
+    curves = pd.DataFrame([dict({k: r[k] for k in KEYS + ["seed"]}, epoch=e, accuracy=a)
+                           for r in results for e, a in zip(r["curve"]["epoch"], r["curve"]["accuracy"])])
+    cells = aggregate(table, keys=KEYS)
+    return table, curves, cells
+
+
+def _run_job(job: dict, *, cfg: ExperimentConfig) -> dict:
+    return run_one(job["run"], shards=job["shards"], out=job["out"], cfg=cfg)
