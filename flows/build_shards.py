@@ -11,14 +11,13 @@ import sys
 from distributed import Client
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import ValidationError
 
+from flows.cli import run_cli
 from flows.reporting import ProgressReporter, table_artifact
 from pipeline import build as steps
 from pipeline.config import BuildConfig
 from pipeline.daskrt import dask_client
 from pipeline.plots import shard_stats_png
-from storage.errors import SimshardError
 
 
 @task(name="prepare", cache_policy=NO_CACHE)
@@ -130,28 +129,12 @@ def summary_text(manifest: dict, out: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    debug = args.__dict__.pop("debug")
-    try:
-        config = BuildConfig(**vars(args))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        print(f"error: --{'-'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}", file=sys.stderr)
-        return 2
-    try:
-        manifest = build_shards(config=config)
-    except SimshardError as exc:
-        if debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # noqa: BLE001 - the CLI turns any failure into one line unless --debug
-        if debug:
-            raise
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    print(summary_text(manifest, config.out))
-    return 0
+    args = vars(parser().parse_args(argv))
+    debug = args.pop("debug")
+    code, config, manifest = run_cli(lambda: BuildConfig(**args), lambda c: build_shards(config=c), debug=debug)
+    if code == 0:
+        print(summary_text(manifest, config.out))
+    return code
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ def grid_task(config_path: str, out: str, progress) -> list[str]:
     cfg = load_config(Path(config_path))
     with dask_client(None, n_workers=2, threads_per_worker=1) as client:
         runs, curves, cells = run_experiment(cfg, Path(out), client=client, progress=progress)
-    header = (f"# Experiment {Path(config_path).stem}\n\nCommand: `python -m flows.experiment --config "
-              f"{config_path} --out {out}`  \nMachine: {machine()}  \nDate: "
+    shown = Path(config_path)
+    shown = shown.relative_to(Path.cwd()) if shown.is_absolute() and shown.is_relative_to(Path.cwd()) else shown
+    header = (f"# Experiment {shown.stem}\n\nCommand: `python -m flows.experiment --config {shown} --out {out}`"
+              f"  \nMachine: {machine()}  \nDate: "
               f"{datetime.date.today().isoformat()}  \nTarget: {cfg.target_fraction:g} × mean final accuracy of "
               f"`single` per dataset; {len(cfg.seeds)} seeds; schedule {cfg.schedule}; {cfg.epochs} epochs.")
     return [str(p) for p in write_report(Path(out), runs, curves, cells, header=header)]

@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from flows.build_shards import build_shards
+from flows.cli import run_cli
 from flows.train import train
 from pipeline.config import BuildConfig
-from storage.errors import SimshardError
 from train.config import OPTIMIZERS, TrainConfig
 
 
@@ -72,12 +72,10 @@ def main(argv=None) -> int:
             target[dest] = getattr(args, key)
     build.setdefault("overwrite", not args.keep)
     tr.setdefault("overwrite", not args.keep)
-    try:
-        config = PipelineConfig(build=build, train=tr)
-        summary = pipeline(config=config)
-    except (ValidationError, SimshardError) as exc:
-        print(f"error: {str(exc).splitlines()[0] if isinstance(exc, SimshardError) else exc}", file=sys.stderr)
-        return 2
+    code, config, summary = run_cli(lambda: PipelineConfig(build=build, train=tr), lambda c: pipeline(config=c),
+                                    debug=False)
+    if code:
+        return code
     print(f"pipeline done: {summary['optimizer']} on {config.build.out}: final accuracy "
           f"{summary['final_accuracy']:.4f}, epochs to target {summary['epochs_to_target']}; run in "
           f"{config.train.out}")

@@ -12,11 +12,11 @@ import sys
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import ValidationError
 
+from flows.cli import run_cli
 from flows.reporting import ProgressReporter, table_artifact
-from storage.errors import SimshardError
 from train.config import OPTIMIZERS, TrainConfig
+from train import session
 from train.launcher import launch
 
 
@@ -77,32 +77,22 @@ def parse_config(argv, prog: str = "python -m flows.train") -> TrainConfig:
     return TrainConfig(**args)
 
 
+def preflight(config: TrainConfig) -> TrainConfig:
+    """Check the shard set and the request before any process or server starts."""
+    session.prepare(config, create_out=False)
+    return config
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in argv
-    try:
-        config = parse_config(argv)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        print(f"error: --{'-'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}", file=sys.stderr)
-        return 2
-    try:
-        summary = train(config=config)
-    except SimshardError as exc:
-        if debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # noqa: BLE001 - one line unless --debug
-        if debug:
-            raise
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    print(f"trained {summary['optimizer']} with {summary['workers']} workers for {summary['epochs']} epochs: "
-          f"final accuracy {summary['final_accuracy']:.4f} (best {summary['best_accuracy']:.4f}), epochs to "
-          f"target {summary['epochs_to_target']}, mean staleness {summary['mean_staleness']}, "
-          f"{summary['commits_per_second']:.1f} commits/s; outputs in {config.out}")
-    return 0
+    code, config, summary = run_cli(lambda: preflight(parse_config(argv)), lambda c: train(config=c),
+                                    debug="--debug" in argv)
+    if code == 0:
+        print(f"trained {summary['optimizer']} with {summary['workers']} workers for {summary['epochs']} epochs: "
+              f"final accuracy {summary['final_accuracy']:.4f} (best {summary['best_accuracy']:.4f}), epochs to "
+              f"target {summary['epochs_to_target']}, mean staleness {summary['mean_staleness']}, "
+              f"{summary['commits_per_second']:.1f} commits/s; outputs in {config.out}")
+    return code
 
 
 if __name__ == "__main__":

@@ -142,7 +142,7 @@ def plan(cfg: ExperimentConfig) -> list[dict]:
 
 def run_one(run: dict, *, shards: str, out: str, cfg: ExperimentConfig) -> dict:
     """Train one cell (simulated or over RPC); returns the run's row and its accuracy curve."""
-    from train.config import DEFAULT_LR, TrainConfig
+    from train.config import DEFAULT_LR
     from train.launcher import launch
     from train.simulate import simulate
 

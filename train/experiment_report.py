@@ -21,6 +21,13 @@ def _fmt(m, lo, hi, digits=2) -> str:
     return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
+def _epochs(c) -> str:
+    """Epochs to target; '≥ E' when some seed never reached it (censored at its last epoch)."""
+    if c.reached < c.seeds:
+        return f"≥ {c.epochs_to_target:.2f}"
+    return _fmt(c.epochs_to_target, c.epochs_to_target_low, c.epochs_to_target_high)
+
+
 def markdown_table(cells: pd.DataFrame) -> str:
     """One table row per cell; epochs to target with its 95 % CI and how many seeds reached it."""
     head = ("| mode | dataset | optimizer | workers | lr× | sharding | epochs to target [95% CI] | reached | "
@@ -29,10 +36,33 @@ def markdown_table(cells: pd.DataFrame) -> str:
     for _, c in cells.iterrows():
         lines.append(
             f"| {c['mode']} | {c.dataset} | {c.optimizer} | {c.workers} | {c.lr_scale:g} | {c.sharding} | "
-            f"{_fmt(c.epochs_to_target, c.epochs_to_target_low, c.epochs_to_target_high)} | "
+            f"{_epochs(c)} | "
             f"{c.reached}/{c.seeds} | {_fmt(c.get('ratio_to_random'), c.get('ratio_low'), c.get('ratio_high'))} | "
             f"{_fmt(c.final_accuracy, c.final_accuracy_low, c.final_accuracy_high, 3)} | "
             f"{_fmt(c.mean_conflict, math.nan, math.nan, 3)} | {_fmt(c.mean_staleness, math.nan, math.nan, 1)} |")
+    return "\n".join(lines)
+
+
+def summary_table(cells: pd.DataFrame, *, mode: str = "sim") -> str:
+    """Compact view: per (dataset, optimizer, workers, lr) the epochs `random` needs and, for every other
+    sharding, its ratio to random (geometric mean [95 % CI]) or, when some seed never reached the target,
+    how many did."""
+    sub = cells[(cells["mode"] == mode) & ~cells.optimizer.isin(["single", "averaging"])]
+    others = [s for s in sorted(sub.sharding.unique()) if s != "random"]
+    lines = ["| dataset | optimizer | workers | lr× | random: epochs to target | " +
+             " | ".join(f"{s}: ratio" for s in others) + " |", "|" + "---|" * (5 + len(others))]
+    for key, g in sub.groupby(["dataset", "optimizer", "workers", "lr_scale"], sort=True):
+        by = g.set_index("sharding")
+        cols = []
+        for s in others:
+            c = by.loc[s]
+            if math.isfinite(c.ratio_to_random):
+                cols.append(_fmt(c.ratio_to_random, c.ratio_low, c.ratio_high))
+            else:
+                cols.append(f"reached {c.reached}/{c.seeds}")
+        r = by.loc["random"]
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]:g} | {_epochs(r)} ({r.reached}/{r.seeds}) | " +
+                     " | ".join(cols) + " |")
     return "\n".join(lines)
 
 
@@ -44,8 +74,8 @@ def accuracy_bands(curves: pd.DataFrame, path: Path, *, dataset: str, lr_scale: 
     if sub.empty:
         return None
     workers, optimizers = sorted(sub.workers.unique()), sorted(sub.optimizer.unique())
-    fig, axes = plt.subplots(len(workers), len(optimizers), figsize=(3.2 * len(optimizers), 2.6 * len(workers)),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(len(workers), len(optimizers), squeeze=False, sharey=True,
+                             figsize=(max(6.0, 3.2 * len(optimizers)), max(3.5, 2.6 * len(workers))))
     grid = np.linspace(0, sub.epoch.max(), 40)
     for (i, w), (j, opt) in ((a, b) for a in enumerate(workers) for b in enumerate(optimizers)):
         ax = axes[i][j]
@@ -73,7 +103,8 @@ def epochs_bars(cells: pd.DataFrame, path: Path, *, dataset: str) -> Path | None
     if sub.empty:
         return None
     panels = sorted({(o, lr) for o, lr in zip(sub.optimizer, sub.lr_scale)})
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(6.0, 3.4 * len(panels)), 3.6), squeeze=False,
+                             sharey=True)
     for ax, (opt, lr) in zip(axes[0], panels):
         p = sub[(sub.optimizer == opt) & (sub.lr_scale == lr)]
         shardings, workers = sorted(p.sharding.unique()), sorted(p.workers.unique())
@@ -81,11 +112,17 @@ def epochs_bars(cells: pd.DataFrame, path: Path, *, dataset: str) -> Path | None
         for k, w in enumerate(workers):
             q = p[p.workers == w].set_index("sharding").reindex(shardings)
             err = np.array([q.epochs_to_target - q.epochs_to_target_low, q.epochs_to_target_high - q.epochs_to_target])
-            ax.bar(np.arange(len(shardings)) + k * width, q.epochs_to_target, width, yerr=np.nan_to_num(err),
-                   label=f"{w} workers", capsize=2)
+            bars = ax.bar(np.arange(len(shardings)) + k * width, q.epochs_to_target, width,
+                          yerr=np.nan_to_num(err), label=f"{w} workers", capsize=2)
+            for bar, reached, seeds in zip(bars, q.reached, q.seeds):
+                if reached < seeds:  # censored: some seed never reached the target
+                    bar.set_hatch("//")
+                    bar.set_alpha(0.5)
+                ax.annotate(f"{reached}/{seeds}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            ha="center", va="bottom", fontsize=6)
         ax.set_xticks(np.arange(len(shardings)) + 0.4 - width / 2, shardings, rotation=60, fontsize=7)
         ax.set_title(f"{opt}, lr × {lr:g}", fontsize=9)
-    axes[0][0].set_ylabel("epochs to target (censored at max)")
+    axes[0][0].set_ylabel("epochs to target (hatched: censored)")
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{dataset}: epochs to target, mean and 95 % interval")
     fig.tight_layout()
@@ -105,6 +142,7 @@ def write_report(out: Path, runs: pd.DataFrame, curves: pd.DataFrame, cells: pd.
             pngs.append(accuracy_bands(curves, out / f"accuracy-{d}-lr{lr:g}.png", dataset=d, lr_scale=lr))
         pngs.append(epochs_bars(cells, out / f"epochs-to-target-{d}.png", dataset=d))
     pngs = [p for p in pngs if p is not None]
-    (out / "results.md").write_text(header + "\n\n" + markdown_table(cells) + "\n\n" +
+    (out / "results.md").write_text(header + "\n\n## Summary\n\n" + summary_table(cells) + "\n\n## All cells\n\n" +
+                                    markdown_table(cells) + "\n\n" +
                                     "\n".join(f"![{p.name}]({p.name})" for p in pngs) + "\n")
     return pngs

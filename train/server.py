@@ -33,8 +33,8 @@ class ParameterServer:
         self.cursors = list(cursors or [(0, 0)] * workers)
         self.samples = list(samples or [0] * workers)
         self.pulled: dict[int, torch.Tensor] = {}
-        self.last_update: tuple[int, torch.Tensor] | None = None
-        self.last_other: tuple[int, torch.Tensor] | None = None
+        self.last_update: tuple[int, torch.Tensor, dict] | None = None  # (worker, update, its record)
+        self.last_other: tuple[int, torch.Tensor, dict] | None = None
         self.records: list[dict] = []
         self.round: dict[int, tuple[torch.Tensor, Future]] = {}
         self.round_loss: dict[int, float] = {}
@@ -57,18 +57,27 @@ class ParameterServer:
 
     def commit(self, worker: int, payload: torch.Tensor, *, clock: int, samples: int, cursor: tuple[int, int],
                loss: float) -> tuple[torch.Tensor, int]:
-        """Apply one asynchronous commit; return the centre after it (the worker's next pull)."""
+        """Apply one asynchronous commit; return the centre after it (the worker's next pull). Only the rule,
+        the clock and a copy of the centre happen under the lock; the update norm and the conflict cosine
+        are computed after it is released."""
         with self.lock:
             staleness = self.clock - clock
             update = self.rule.server_apply(self.centre, payload, staleness=staleness,
                                             pulled_centre=self.pulled.get(worker))
             self.clock += 1
-            self._record(worker, staleness, update, samples, cursor, loss)
+            row, other, other_row = self._record(worker, staleness, update, samples, cursor, loss)
             centre = self.centre.clone()
             if self.rule.needs_pulled_centre:
                 self.pulled[worker] = centre
             clock_now = self.clock
             snapshot = self._due()
+        norm = float(update.norm())
+        row["update_norm"] = norm
+        if other is not None:  # cosine from one dot product; the other update's norm is usually recorded already
+            other_norm = other_row["update_norm"]
+            if other_norm != other_norm:  # nan: its committer has not filled it in yet
+                other_norm = float(other.norm())
+            row["conflict"] = float(torch.dot(update, other)) / max(norm * other_norm, 1e-30)
         if snapshot is not None:
             self.on_snapshot(*snapshot)
         return centre, clock_now
@@ -125,17 +134,20 @@ class ParameterServer:
             f.set_result(centre)
 
     def _record(self, worker, staleness, update, samples, cursor, loss):
+        """Append this commit's row (norm and conflict filled in by the caller); return it, the last update of
+        another worker and that update's row. Updates are kept by reference: nothing modifies them after they
+        are applied."""
         self.samples[worker] += samples
         self.cursors[worker] = cursor
-        conflict = float("nan")
+        previous = None
         if self.last_update is not None:
-            other = self.last_update if self.last_update[0] != worker else self.last_other
-            if other is not None:
-                conflict = float(torch.nn.functional.cosine_similarity(update, other[1], dim=0))
-        if self.last_update is not None and self.last_update[0] != worker:
-            self.last_other = self.last_update
-        self.last_update = (worker, update.clone())
-        self.records.append(self._row(worker, staleness, float(update.norm()), conflict, loss))
+            previous = self.last_update if self.last_update[0] != worker else self.last_other
+            if self.last_update[0] != worker:
+                self.last_other = self.last_update
+        row = self._row(worker, staleness, float("nan"), float("nan"), loss)
+        self.last_update = (worker, update, row)
+        self.records.append(row)
+        return (row, None, None) if previous is None else (row, previous[1], previous[2])
 
     def _row(self, worker, staleness, norm, conflict, loss) -> dict:
         return {"time": self.now() - self.start_time, "epoch": self.epoch, "commit": self.clock, "worker": worker,

@@ -28,9 +28,11 @@ def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:
 def aggregate(runs: pd.DataFrame, *, keys: list[str], reference: str = "random",
               measures=("epochs_to_target", "final_accuracy", "auc", "mean_conflict", "mean_staleness",
                         "wall_seconds")) -> pd.DataFrame:
-    """One row per cell (``keys`` without ``seed``): per measure its mean/low/high over seeds, the share of
+    """One row per cell (``keys`` without ``seed``): per measure its mean/low/high over seeds, the number of
     seeds that reached the target, and the seed-paired ratio of epochs_to_target to the ``reference``
-    sharding of the same cell (mean/low/high of per-seed ratios)."""
+    sharding of the same cell: the geometric mean of the per-seed ratios with its interval (the t-interval of
+    the log ratios, exponentiated, so it stays positive). The ratio is left empty (nan) unless both runs of
+    every pair reached the target: a ratio of censored values would mean nothing."""
     rows = []
     ref = runs[runs.sharding == reference].set_index([k for k in keys if k != "sharding"] + ["seed"])
     for cell, group in runs.groupby(keys, sort=True, dropna=False):
@@ -41,8 +43,10 @@ def aggregate(runs: pd.DataFrame, *, keys: list[str], reference: str = "random",
             row[m], row[m + "_low"], row[m + "_high"] = mean_ci(group[m])
         if reference in set(runs.sharding):
             idx = [tuple(row[k] for k in keys if k != "sharding") + (s,) for s in group.seed]
-            base = ref.reindex(idx).epochs_to_target.to_numpy()
-            ratio = group.epochs_to_target.to_numpy() / base
-            row["ratio_to_random"], row["ratio_low"], row["ratio_high"] = mean_ci(ratio)
+            paired = ref.reindex(idx)
+            ratio = group.epochs_to_target.to_numpy() / paired.epochs_to_target.to_numpy()
+            if not (group.reached.all() and paired.reached.fillna(False).astype(bool).all()):
+                ratio = ratio * float("nan")
+            row["ratio_to_random"], row["ratio_low"], row["ratio_high"] = np.exp(mean_ci(np.log(ratio)))
         rows.append(row)
     return pd.DataFrame(rows)

@@ -42,3 +42,18 @@ def test_missing_manifest_is_refused(tmp_path):
     (tmp_path / "s").mkdir()
     with pytest.raises(InputError, match="manifest.json is missing"):
         run(tmp_path / "s", tmp_path / "x")
+
+
+def test_a_user_model_factory_is_trained(digits_shards, tmp_path):
+    import torch
+    summary, _ = run(digits_shards, tmp_path / "m", optimizer="aeasgd", model="tests.train.models:wide", epochs=3)
+    state = torch.load(tmp_path / "m" / "model.pt", weights_only=True)
+    assert state["0.weight"].shape == (256, 64) and summary["final_accuracy"] > 0.85
+
+
+@pytest.mark.parametrize("spec, message", [("tests.train.models:not_a_module", "not a torch.nn.Module"),
+                                           ("tests.train.nowhere:f", "cannot load it"),
+                                           ("no_colon", "expected module:factory")])
+def test_a_bad_model_factory_is_named(spec, message, digits_shards, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        run(digits_shards, tmp_path / "m", model=spec)

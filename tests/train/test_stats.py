@@ -22,5 +22,18 @@ def test_ratio_to_random_is_paired_by_seed():
     for m in ("final_accuracy", "auc", "mean_conflict", "mean_staleness", "wall_seconds"):
         runs[m] = 1.0
     cells = aggregate(runs, keys=["dataset", "sharding"]).set_index("sharding")
-    assert cells.loc["aligned", "ratio_to_random"] == np.mean([0.5, 1.0, 0.5])
+    logs = np.log([0.5, 1.0, 0.5])
+    low = np.exp(logs.mean() - stats.t.ppf(0.975, 2) * stats.sem(logs))
+    assert math.isclose(cells.loc["aligned", "ratio_to_random"], 0.25 ** (1 / 3))
+    assert math.isclose(cells.loc["aligned", "ratio_low"], low) and cells.loc["aligned", "ratio_low"] > 0
     assert cells.loc["random", "ratio_to_random"] == 1.0 and cells.loc["aligned", "reached"] == 3
+
+
+def test_ratio_is_empty_when_a_run_never_reached_the_target():
+    runs = pd.DataFrame({"sharding": ["random"] * 2 + ["aligned"] * 2, "seed": [0, 1] * 2,
+                         "epochs_to_target": [8.0, 3.0, 2.0, 2.0], "reached": [False, True, True, True],
+                         "dataset": "d"})
+    for m in ("final_accuracy", "auc", "mean_conflict", "mean_staleness", "wall_seconds"):
+        runs[m] = 1.0
+    cells = aggregate(runs, keys=["dataset", "sharding"]).set_index("sharding")
+    assert math.isnan(cells.loc["aligned", "ratio_to_random"]) and cells.loc["random", "reached"] == 1
