@@ -9,3 +9,8 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "simshard,distributed,dask")
 # Dask's own loggers also fire outside flow runs (cluster shutdown); keep them out of warnings there.
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+import logging  # noqa: E402
+
+# simshard's step logs (rows, families, quality) are INFO: show them on the terminal and the flow-run page
+logging.getLogger("simshard").setLevel(logging.INFO)

@@ -3,6 +3,7 @@
 import dataclasses
 import logging
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -104,8 +105,22 @@ def worker(setup: Setup, k: int):
                                                                      rho=cfg.rho, gamma=cfg.gamma)
         window = cfg.resolved_window()
     optimizer = make_local_optimizer(cfg.resolved_local(), model, cfg.resolved_lr())
+    state_file = setup.out / f"worker-{k}-optimizer.pt"
+    if cfg.resume and state_file.is_file():
+        optimizer.load_state_dict(torch.load(state_file, weights_only=True))
+    last = [None]
+
+    def checkpoint_optimizer(clock: int) -> None:
+        """Save the local optimizer (e.g. Adam moments) whenever the clock crosses a checkpoint boundary."""
+        period = clock // setup.checkpoint_every
+        if last[0] is not None and period != last[0]:
+            tmp = state_file.with_suffix(".tmp")
+            torch.save(optimizer.state_dict(), tmp)
+            os.replace(tmp, state_file)
+        last[0] = period
+
     return worker_program(rule=rule, model=model, optimizer=optimizer, stream=stream, epochs=cfg.epochs,
-                          window=window)
+                          window=window, on_commit=checkpoint_optimizer)
 
 
 class Monitor:

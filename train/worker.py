@@ -48,9 +48,11 @@ class Done:
 
 
 def worker_program(*, rule: Rule | None, model: nn.Module, optimizer: torch.optim.Optimizer, stream: ShardStream,
-                   epochs: int, window: int):
+                   epochs: int, window: int, on_commit=None):
     """Train on ``stream`` for ``epochs`` epochs, talking to the parameter server every ``window`` steps.
-    ``rule`` None means synchronous model averaging. The last partial window is always committed."""
+    ``rule`` None means synchronous model averaging. The last partial window is always committed.
+    ``on_commit(clock)``, if given, is called after every commit with the parameter server's clock after it
+    (the session uses it to checkpoint the local optimizer)."""
     centre, clock, (epoch0, sample0) = yield Pull()
     set_flat(model, centre)
     theta_s = centre
@@ -65,16 +67,19 @@ def worker_program(*, rule: Rule | None, model: nn.Module, optimizer: torch.opti
         loss = loss_sum / steps
         if rule is None:
             centre = yield Average(theta_k, samples, cursor, loss)
+            clock += 1  # one averaging round: every running worker takes part in each
             set_flat(model, centre)
         elif rule.elastic:
             centre_now, clock_now, _ = yield Pull()
             payload = rule.worker_payload(theta_k, centre_now, steps)
-            yield Commit(payload, clock_now, samples, cursor, loss)
+            _, clock = yield Commit(payload, clock_now, samples, cursor, loss)
             set_flat(model, rule.worker_next(theta_k, payload, centre_now))
         else:
             payload = rule.worker_payload(theta_k, theta_s, steps)
             theta_s, clock = yield Commit(payload, clock, samples, cursor, loss)
             set_flat(model, theta_s)
+        if on_commit is not None:
+            on_commit(clock)
         steps = samples = 0
         loss_sum = 0.0
 

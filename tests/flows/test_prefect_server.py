@@ -76,6 +76,14 @@ def test_pipeline_run_completes_with_both_subflows(pipeline_run):
     assert (tmp / "run" / "summary.json").is_file() and (tmp / "shards" / "manifest.json").is_file()
 
 
+def test_dask_and_simshard_logs_are_on_the_run_page(pipeline_run):
+    api, runs, _ = pipeline_run
+    logs = post(api, "/logs/filter", {"logs": {"flow_run_id": {"any_": [runs["build_shards"]["id"]]}},
+                                      "limit": 200})
+    names = {entry["name"].split(".")[0] for entry in logs}
+    assert {"distributed", "simshard"} <= names, names
+
+
 def test_artifacts_are_readable_by_key(pipeline_run):
     api, runs, _ = pipeline_run
     for key, run in (("build-shards-quality", "build_shards"), ("train-summary", "train"),

@@ -83,6 +83,7 @@ def test_resume_continues_the_clock(digits_shards, tmp_path, no_leftover_process
     clock = first["commits"]
     second = launch(TrainConfig(shards=str(digits_shards), out=str(out), optimizer="dynsgd", epochs=4,
                                 resume=True))
+    assert all((out / f"worker-{k}-optimizer.pt").is_file() for k in range(4))  # Adam moments for resume
     df = pd.read_parquet(out / "metrics.parquet")
     commits = df[df.worker >= 0].commit
     assert commits.is_unique and sorted(commits) == list(range(1, second["commits"] + 1))

@@ -57,3 +57,12 @@ def test_a_user_model_factory_is_trained(digits_shards, tmp_path):
 def test_a_bad_model_factory_is_named(spec, message, digits_shards, tmp_path):
     with pytest.raises(ValueError, match=message):
         run(digits_shards, tmp_path / "m", model=spec)
+
+
+def test_resume_restores_the_local_optimizer_state(digits_shards, tmp_path):
+    import torch
+    run(digits_shards, tmp_path / "r", optimizer="agn", epochs=2, checkpoint_every=3)
+    saved = torch.load(tmp_path / "r" / "worker-0-optimizer.pt", weights_only=True)
+    assert saved["state"] and "exp_avg" in saved["state"][0]  # Adam's first moment of the first parameter
+    summary, df = run(digits_shards, tmp_path / "r", optimizer="agn", epochs=3, checkpoint_every=3, resume=True)
+    assert df[df.worker >= 0].commit.is_unique and df.epoch.max() == pytest.approx(3, abs=0.01)
