@@ -10,6 +10,8 @@ from tqdm.auto import tqdm
 log = logging.getLogger("simshard")
 # "Shuffle ... initialized/deactivated" is logged at WARNING for every normal p2p shuffle
 logging.getLogger("distributed.shuffle._scheduler_plugin").setLevel(logging.ERROR)
+# "Batched Comm Closed" is logged at INFO with a CommClosedError traceback whenever a client disconnects
+logging.getLogger("distributed.batched").setLevel(logging.WARNING)
 
 ProgressFn = Callable[[str, int, int], None]  # (step, done, total)
 
