@@ -16,6 +16,8 @@ from flows.cli import run_cli
 from flows.reporting import ProgressReporter, table_artifact
 from pipeline import build as steps
 from pipeline.config import BuildConfig
+from pipeline.deal import ORDERS
+from pipeline.families import FAMILIES
 from pipeline.daskrt import dask_client
 from pipeline.plots import shard_stats_png
 
@@ -96,8 +98,8 @@ def parser() -> argparse.ArgumentParser:
     opt("source")
     opt("out")
     opt("workers", type=int)
-    opt("family", choices=["lsh", "pca", "itq", "kmeans"])
-    opt("order", choices=["aligned", "stratified", "random", "contiguous"])
+    opt("family", choices=FAMILIES)
+    opt("order", choices=ORDERS)
     opt("features", type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
         help="comma-separated feature columns (default: all numeric columns except the label, or the one "
              "fixed-size float list column)")

@@ -80,6 +80,7 @@ def parse_config(argv, prog: str = "python -m flows.train") -> TrainConfig:
 def preflight(config: TrainConfig) -> TrainConfig:
     """Check the shard set and the request before any process or server starts."""
     session.prepare(config, create_out=False)
+    session.check_run_folder(config)
     return config
 
 

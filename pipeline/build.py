@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from pipeline import bucket as bucket_pass
 from pipeline import quality, scan as scan_pass
@@ -22,7 +23,7 @@ from pipeline.daskrt import ProgressFn, dask_client, ordered_map
 from pipeline.deal import deal
 from pipeline.families import HashFamily, default_size, fit_family
 from pipeline.write import write_shards
-from storage.dataset import SourceDataset, open_source
+from storage.dataset import SourceDataset, features_of, open_source
 from storage.errors import InputError
 from storage.manifest import FORMAT, FORMAT_VERSION, write_manifest
 from storage.shardset import ShardSet
@@ -54,7 +55,6 @@ def prepare(config: BuildConfig) -> Plan:
     label = config.label
     ds = open_source(config.source, features=config.features, label=label)
     if label is None and "label" in ds.schema.names and not config.features:
-        import pyarrow as pa
         if pa.types.is_integer(ds.schema.field("label").type):
             ds = open_source(config.source, features=None, label="label")
     if ds.num_rows < config.workers:
@@ -167,8 +167,6 @@ def _quality(plan: Plan, shards: ShardSet, family_info: dict | None, written: di
 
 
 def _batch_features(batch, shards: ShardSet) -> np.ndarray:
-    import pyarrow as pa
-    from storage.dataset import features_of
     if batch is None:
         return np.zeros((0, shards.spec.dim), np.float32)
     return features_of(pa.Table.from_batches([batch]), shards.spec)

@@ -39,6 +39,9 @@ def prefect_server():
         yield
 
 
+from tests.shard_fixtures import blob_shards, digits_shards  # noqa: E402,F401  (session fixtures)
+
+
 def mixture(rows: int, dim: int = 8, clusters: int = 6, seed: int = 0):
     rng = np.random.default_rng(seed)
     centers = rng.normal(0, 4, size=(clusters, dim))

@@ -37,6 +37,14 @@ class Setup:
     checkpoint_every: int
 
 
+def check_run_folder(config: TrainConfig) -> Path:
+    """The run folder; refuses an existing non-empty one unless --overwrite or --resume."""
+    out = Path(config.out).expanduser().absolute()
+    if out.exists() and any(out.iterdir()) and not (config.resume or config.overwrite):
+        raise InputError(f"run folder {out} already exists; pass --overwrite or --resume")
+    return out
+
+
 def prepare(config: TrainConfig, *, create_out: bool = True) -> Setup:
     """Validate the shard set against the request; create the run folder (unless in a child process)."""
     try:
@@ -52,10 +60,8 @@ def prepare(config: TrainConfig, *, create_out: bool = True) -> Setup:
     workers = config.workers or m["workers"]
     if workers > m["workers"]:
         raise InputError(f"--workers {workers} is more than the {m['workers']} shards in {config.shards}")
-    out = Path(config.out).expanduser().absolute()
+    out = check_run_folder(config)
     if create_out:
-        if out.exists() and any(out.iterdir()) and not (config.resume or config.overwrite):
-            raise InputError(f"run folder {out} already exists; pass --overwrite or --resume")
         if out.exists() and config.overwrite and not config.resume:
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)

@@ -103,18 +103,25 @@ def test_ui_shows_the_run_and_its_artifacts(pipeline_run, tmp_path):
     api, runs, _ = pipeline_run
     run, ui = runs["train"], api[:-len("/api")]
 
-    def render(path: str, shot: str) -> str:
+    def render(path: str, shot: str, expected: list[str]) -> str:
+        """DOM of ``path`` once it shows every ``expected`` text (the UI renders asynchronously: up to three
+        tries), plus a screenshot."""
         flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / shot}", "--virtual-time-budget=20000", "--window-size=1400,1000"]
-        subprocess.run([chromium, *flags, f"--screenshot={tmp_path / shot}.png", ui + path], capture_output=True,
-                       timeout=120)
+                 "--virtual-time-budget=30000", "--window-size=1400,1000"]
+        for attempt in range(3):
+            profile = f"--user-data-dir={tmp_path / f'{shot}-{attempt}'}"
+            dom = subprocess.run([chromium, *flags, profile, "--dump-dom", ui + path], capture_output=True,
+                                 text=True, timeout=120).stdout
+            if all(text in dom for text in expected):
+                break
+        subprocess.run([chromium, *flags, profile, f"--screenshot={tmp_path / shot}.png", ui + path],
+                       capture_output=True, timeout=120)
         assert (tmp_path / f"{shot}.png").stat().st_size > 20_000, f"blank screenshot of {path}"
-        return subprocess.run([chromium, *flags, "--dump-dom", ui + path], capture_output=True, text=True,
-                              timeout=120).stdout
+        return dom
 
-    page = render(f"/runs/flow-run/{run['id']}", "flow-run")
+    page = render(f"/runs/flow-run/{run['id']}", "flow-run", [run["name"], "Completed"])
     assert run["name"] in page and "Completed" in page, "the flow run is not shown on its page"
     for key in ("train-summary", "train-report"):
-        page = render(f"/artifacts/key/{key}", key)
+        page = render(f"/artifacts/key/{key}", key, [key, run["name"]])
         assert key in page and run["name"] in page, f"artifact {key} is not shown with its run"

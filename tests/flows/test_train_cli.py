@@ -26,3 +26,12 @@ def test_a_folder_without_manifest_fails_in_one_line(tmp_path):
 def test_a_bad_parameter_fails_in_one_line(tmp_path):
     res = run("--epochs", "0", cwd=tmp_path)
     assert res.returncode == 2 and res.stderr.startswith("error: --epochs:") and "Traceback" not in res.stderr
+
+
+def test_an_existing_run_folder_is_refused_before_training(tmp_path, digits_shards):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "summary.json").write_text("{}")
+    res = run("--shards", str(digits_shards), "--out", str(run_dir), cwd=tmp_path)
+    assert res.returncode == 2 and "already exists; pass --overwrite or --resume" in res.stderr
+    assert "Traceback" not in res.stderr and (run_dir / "summary.json").read_text() == "{}"

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -13,6 +12,7 @@ import pandas as pd
 import psutil
 import pytest
 
+from tests.flows.conftest import free_port
 from train.config import TrainConfig
 from train.launcher import TrainError, launch
 
@@ -109,12 +109,6 @@ def test_ctrl_c_leaves_no_process(blob_shards, tmp_path):
     proc.wait(60)
     gone, alive = psutil.wait_procs(ranks, timeout=15)
     assert not alive, f"still running after Ctrl-C: {alive}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_train_node_runs_three_ranks_from_torchrun_variables(digits_shards, tmp_path):
