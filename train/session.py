@@ -60,8 +60,9 @@ def prepare(config: TrainConfig, *, create_out: bool = True) -> Setup:
     workers = config.workers or m["workers"]
     if workers > m["workers"]:
         raise InputError(f"--workers {workers} is more than the {m['workers']} shards in {config.shards}")
-    out = check_run_folder(config)
-    if create_out:
+    out = Path(config.out).expanduser().absolute()
+    if create_out:  # child processes join a run folder the launcher already made
+        check_run_folder(config)
         if out.exists() and config.overwrite and not config.resume:
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
