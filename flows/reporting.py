@@ -3,7 +3,8 @@
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 
 # share of the whole run taken by each step, in order: progress moves monotonically through them
-STEP_SPAN = {"scan": (0, 30), "bucket": (30, 55), "write": (55, 95), "train": (0, 100)}
+STEP_SPAN = {"scan": (0, 30), "bucket": (30, 55), "write": (55, 95), "train": (0, 100),
+             "build": (0, 25), "simulate": (25, 90)}  # the experiment: shard sets, then simulated cells
 
 
 class ProgressReporter:

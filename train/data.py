@@ -35,6 +35,7 @@ class ShardStream:
                 self.blocks.append((f, g, start, n))
                 start += n
         self.rows = start
+        self._files: dict[Path, pq.ParquetFile] = {}
 
     def __len__(self) -> int:
         return self.rows
@@ -52,7 +53,9 @@ class ShardStream:
 
     def _block(self, b: int) -> tuple[np.ndarray, np.ndarray]:
         f, g, _, _ = self.blocks[b]
-        table = pq.ParquetFile(f).read_row_group(g)
+        if f not in self._files:  # open each file (and parse its footer) once, not once per row group
+            self._files[f] = pq.ParquetFile(f)
+        table = self._files[f].read_row_group(g)
         x = features_of(table, self.shards.spec)
         label = self.shards.spec.label
         y = table.column(label).to_numpy() if label else np.zeros(table.num_rows, np.int64)

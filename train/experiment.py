@@ -181,12 +181,12 @@ def run_experiment(cfg: ExperimentConfig, out: Path, *, client, progress: Progre
     runs = plan(cfg)
     datasets = {d.name: d for d in cfg.datasets}
     folders = {}
-    for key in sorted({(r["dataset"], r["sharding"], r["workers"], r["seed"]) for r in runs}):
+    keys = sorted({(r["dataset"], r["sharding"], r["workers"], r["seed"]) for r in runs})
+    for key in keys:
         folders[key] = str(ensure_shards(build_config_for(datasets[key[0]], key[1], max(key[2], min(cfg.workers)),
                                                           key[3]), client.scheduler.address))
         if progress:
-            progress("build", len(folders), len({(r["dataset"], r["sharding"], r["workers"], r["seed"])
-                                                 for r in runs}))
+            progress("build", len(folders), len(keys))
     jobs = [dict(run=r, shards=folders[(r["dataset"], r["sharding"], r["workers"], r["seed"])],
                  out=str(out / "runs" / "-".join(str(r[k]) for k in KEYS + ["seed"]))) for r in runs]
     sim = [j for j in jobs if j["run"]["mode"] == "sim"]

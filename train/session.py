@@ -79,7 +79,7 @@ def prepare(config: TrainConfig, *, create_out: bool = True) -> Setup:
 class AllRowsStream:
     """The ``single`` reference: every shard's rows in one stream, shuffled IID each epoch."""
 
-    def __init__(self, shards: ShardSet, *, workers: int, batch_size: int, seed: int):
+    def __init__(self, shards: ShardSet, *, batch_size: int, seed: int):
         x, y = load_all(shards)
         self.x, self.y, self.batch_size, self.seed = torch.from_numpy(x), torch.from_numpy(y), batch_size, seed
 
@@ -104,7 +104,7 @@ def worker(setup: Setup, k: int):
     model = new_model(setup)
     torch.manual_seed(cfg.seed * 1000 + k + 1)
     if cfg.optimizer == "single":
-        stream = AllRowsStream(setup.shards, workers=setup.workers, batch_size=cfg.batch_size, seed=cfg.seed)
+        stream = AllRowsStream(setup.shards, batch_size=cfg.batch_size, seed=cfg.seed)
         rule, window = make_rule("downpour", lr=cfg.resolved_lr()), 1  # λ=1 with one worker: plain training
     else:
         stream = ShardStream(setup.shards, k, batch_size=cfg.batch_size, seed=cfg.seed)
