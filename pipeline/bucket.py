@@ -32,8 +32,12 @@ def bucket_chunk(chunk: Chunk, *, ds: SourceDataset, family: HashFamily | None, 
     if family is None:
         rank, key = np.zeros(int(train.sum()), np.int64), np.zeros(int(train.sum()), np.float32)
     else:
-        bucket, key = family.encode(x[train])
-        rank = family.rank(bucket)
+        # encoding every row and keeping the training ones is cheaper than gathering them first
+        if not finite.all():
+            x = np.where(finite[:, None], x, np.float32(0))
+        bucket, key = family.encode(x)
+        rank = family.rank(bucket[train])
+        key = key[train]
     return ChunkBuckets(rows[train], rank, key, rows[finite & validation])
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.daskrt import gather_in_order
-from storage.dataset import Chunk, SourceDataset
+from storage.dataset import Chunk, SourceDataset, feature_columns
 from storage.manifest import shard_name
 from storage.shardset import part_table, write_part
 
@@ -63,19 +63,33 @@ def _load_chunk(chunk: Chunk, ds: SourceDataset, dest_path: str) -> pd.DataFrame
         dest = np.frombuffer(fh.read(chunk.rows * 8), dtype=np.int64)
     table = ds.read_table(chunk)
     keep = dest >= 0
-    x = ds.features(table)[keep]
-    df = pd.DataFrame(x, columns=[f"x{j}" for j in range(x.shape[1])])
+    everything = bool(keep.all())
+    # pandas keeps same-dtype columns as one (columns, rows) block: hand it the features in that layout so
+    # that the shuffle's takes and the writer's per-column Arrow arrays work on contiguous memory, uncopied
+    if ds.spec.layout == "columns":
+        block = feature_columns(table, ds.spec)
+        block = block if everything else block[:, keep]
+        df = pd.DataFrame(block.T, columns=_names(ds.spec.dim), copy=False)
+    else:
+        x = ds.features(table)
+        df = pd.DataFrame(x if everything else x[keep], columns=_names(ds.spec.dim), copy=False)
     y = ds.labels(table)
     if y is not None:
-        df["label"] = y[keep]
-    df["source_row"] = np.arange(chunk.offset, chunk.offset + chunk.rows, dtype=np.int64)[keep]
-    df["dest"] = dest[keep]
+        df["label"] = y if everything else y[keep]
+    rows = np.arange(chunk.offset, chunk.offset + chunk.rows, dtype=np.int64)
+    df["source_row"] = rows if everything else rows[keep]
+    df["dest"] = dest if everything else dest[keep]
     return df
+
+
+def _names(dim: int) -> list[str]:
+    return [f"x{j}" for j in range(dim)]
 
 
 def _write_partition(df: pd.DataFrame, target: Target, *, out: str, ds_spec, dim: int) -> dict:
     df = df.sort_index()
-    feats = df[[f"x{j}" for j in range(dim)]].to_numpy(np.float32)
+    # (rows, dim), a view of the frame's block: column-major for the columns layout, so no copy is made
+    feats = df[_names(dim)].to_numpy(np.float32)
     labels = df["label"].to_numpy() if "label" in df else None
     table = part_table(feats, labels, df["source_row"].to_numpy(), ds_spec)
     info = write_part(table, Path(out) / target.path, label=ds_spec.label)
@@ -100,7 +114,7 @@ def write_shards(ds: SourceDataset, chunks: list[Chunk], dest: np.ndarray, *, ou
     dest_path = workdir / DEST_FILE
     dest.astype(np.int64).tofile(dest_path)
     targets, divisions, _ = plan_targets(rows_per_shard, validation_rows, rows_per_part=rows_per_part)
-    columns = {f"x{j}": np.float32 for j in range(ds.spec.dim)}
+    columns = {name: np.float32 for name in _names(ds.spec.dim)}
     if ds.spec.label:
         columns["label"] = np.int64
     columns.update(source_row=np.int64, dest=np.int64)
