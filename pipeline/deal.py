@@ -38,6 +38,24 @@ def _finish(shard, pos, workers, groups, partial, dropped) -> Dealt:
     return Dealt(shard.astype(np.int32), pos, rows_per_shard, int(groups), int(partial), int(dropped))
 
 
+def locality_order(*, rank: np.ndarray, key: np.ndarray, source_row: np.ndarray) -> np.ndarray:
+    """Indices sorting rows by (rank, key, source_row): the same as ``np.lexsort((source_row, key, rank))``.
+
+    One stable argsort over a packed uint64 (rank in the high 32 bits, the key's bits mapped so that unsigned
+    order is float order in the low 32) is about twice as fast as ``np.lexsort``; rows arriving in source
+    order (as the bucket pass delivers them) need no third key."""
+    if len(rank) and (rank.min() < 0 or rank.max() >= 2**32):
+        raise ValueError("bucket ranks must lie in [0, 2**32)")
+    # + 0 turns -0.0 into 0.0, which lexsort treats as equal
+    bits = (np.asarray(key, np.float32) + np.float32(0)).view(np.uint32).astype(np.uint64)
+    bits = np.where(bits >> np.uint64(31), ~bits & np.uint64(0xFFFFFFFF), bits | np.uint64(0x80000000))
+    packed = (rank.astype(np.uint64) << np.uint64(32)) | bits
+    if np.all(source_row[1:] > source_row[:-1]):
+        return np.argsort(packed, kind="stable")
+    by_source = np.argsort(source_row, kind="stable")
+    return by_source[np.argsort(packed[by_source], kind="stable")]
+
+
 def deal(*, source_row: np.ndarray, rank: np.ndarray | None, key: np.ndarray | None, workers: int,
          order: str, seed: int, remainder: str = "keep") -> Dealt:
     """Assign every training row to (shard, pos); see the module doc for the orders."""
@@ -53,7 +71,7 @@ def deal(*, source_row: np.ndarray, rank: np.ndarray | None, key: np.ndarray | N
     pos = np.full(n, -1, np.int64)
 
     if order in ("aligned", "stratified"):
-        sequence = np.lexsort((source_row, key, rank))  # rows in locality order
+        sequence = locality_order(rank=rank, key=key, source_row=source_row)
         group_of = np.arange(n) // workers
         member = np.arange(n) % workers
         new_group = np.empty(full + 1, np.int64)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.deal import ORDERS, deal
+from pipeline.deal import ORDERS, deal, locality_order
 
 
 def _inputs(n=1003, seed=0):
@@ -50,3 +50,14 @@ def test_contiguous_keeps_source_order_in_ranges():
         rows = inp["source_row"][d.shard == i][np.argsort(d.pos[d.shard == i])]
         assert (np.diff(rows) > 0).all()
     assert inp["source_row"][d.shard == 0].max() < inp["source_row"][d.shard == 1].min()
+
+
+@pytest.mark.parametrize("source_order", [True, False])
+def test_locality_order_is_lexsort_of_rank_key_source_row(source_order):
+    rng = np.random.default_rng(5)
+    n = 5000
+    rank = rng.integers(0, 9, n)
+    key = rng.choice(np.array([-2.5, -0.0, 0.0, 1e-30, 3.0, -1e-30, np.float32(7.25)], np.float32), n)  # many ties
+    source_row = np.arange(n) * 3 if source_order else rng.permutation(n)
+    expected = np.lexsort((source_row, key, rank))
+    assert np.array_equal(locality_order(rank=rank, key=key, source_row=source_row), expected)
