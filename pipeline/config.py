@@ -37,7 +37,7 @@ class BuildConfig(BaseModel):
         "auto", description="Dask shuffle for the write pass: auto picks tasks (faster) when the data is under a "
         "quarter of the cluster's memory, else p2p (built for larger-than-memory data)")
     rows_per_part: int = Field(1_000_000, ge=1, description="a shard larger than this becomes a folder of parts")
-    chunk_rows: int = Field(262_144, ge=1, description="rows per Dask task when reading the source")
+    chunk_rows: int = Field(131_072, ge=1, description="rows per Dask task when reading the source")
 
     @field_validator("workers")
     @classmethod
