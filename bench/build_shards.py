@@ -3,11 +3,15 @@
     python bench/build_shards.py [--rows 2000000] [--scale 8] [--families pca,kmeans]
 
 Prints rows/s of each run, the ratio to the copy, and peak memory (sum of RSS over this process and its
-children, sampled every 0.2 s). The Dask cluster is started before timing and reused.
+children, sampled every 0.2 s). The Dask cluster is started and warmed up (one small untimed build, so that
+imports and first allocations in the workers are not timed) before timing, and reused. Each measurement is
+repeated (``--repeats`` at the base size, ``--scale-repeats`` at the larger one); the median time is printed,
+with the range of the ratio when there are several.
 """
 
 import argparse
 import os
+import statistics
 import tempfile
 import threading
 import time
@@ -62,6 +66,12 @@ def pyarrow_copy(src: Path, dst: Path):
             w.write_batch(batch)
 
 
+def measure(fn, repeats: int) -> tuple[list[float], float]:
+    """Times (s) of ``repeats`` calls and the highest peak memory (GiB) seen."""
+    runs = [timed(fn) for _ in range(repeats)]
+    return [r[0] for r in runs], max(r[1] for r in runs)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=2_000_000)
@@ -70,27 +80,39 @@ def main():
     ap.add_argument("--families", default="pca,kmeans")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--memory-limit", default="3GiB", help="per Dask worker")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of each job at --rows")
+    ap.add_argument("--scale-repeats", type=int, default=1, help="timed runs of each job at rows x scale")
     ap.add_argument("--tmp", default=None)
     args = ap.parse_args()
-    sizes = [args.rows] + ([args.rows * args.scale] if args.scale else [])
+    sizes = [(args.rows, args.repeats)] + ([(args.rows * args.scale, args.scale_repeats)] if args.scale else [])
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp, \
             dask_client(None, n_workers=2, memory_limit=args.memory_limit) as client:
         tmp = Path(tmp)
-        print(f"{'rows':>10} {'run':>16} {'seconds':>8} {'rows/s':>11} {'vs copy':>8} {'peak GiB':>9}")
-        for rows in sizes:
+        warm = tmp / "warm.parquet"
+        write_blobs(warm, rows=20_000, dim=args.dim, clusters=8, seed=1)
+        for family in args.families.split(","):
+            build_shards(BuildConfig(source=str(warm), out=str(tmp / "out"), workers=args.workers, family=family,
+                                     overwrite=True, dask_address=client.scheduler.address))
+        print(f"{'rows':>10} {'run':>16} {'runs':>4} {'median s':>9} {'rows/s':>11} {'vs copy':>17} {'peak GiB':>9}")
+        for rows, repeats in sizes:
             src = tmp / f"blobs-{rows}.parquet"
             write_blobs(src, rows=rows, dim=args.dim, clusters=64, seed=0)
-            secs, peak = timed(lambda: pyarrow_copy(src, tmp / "copy.parquet"))
-            copy_rate = rows / secs
-            print(f"{rows:>10} {'pyarrow copy':>16} {secs:>8.2f} {copy_rate:>11,.0f} {1.0:>8.2f} {peak:>9.2f}",
-                  flush=True)
+            copy_times, peak = measure(lambda: pyarrow_copy(src, tmp / "copy.parquet"), repeats)
+            copy_secs = statistics.median(copy_times)
+            print(f"{rows:>10} {'pyarrow copy':>16} {repeats:>4} {copy_secs:>9.2f} {rows / copy_secs:>11,.0f} "
+                  f"{'1.00':>17} {peak:>9.2f}", flush=True)
             os.unlink(tmp / "copy.parquet")
             for family in args.families.split(","):
                 cfg = BuildConfig(source=str(src), out=str(tmp / "out"), workers=args.workers, family=family,
                                   overwrite=True, dask_address=client.scheduler.address)
-                secs, peak = timed(lambda: build_shards(cfg))
-                print(f"{rows:>10} {'simshard ' + family:>16} {secs:>8.2f} {rows / secs:>11,.0f} "
-                      f"{rows / secs / copy_rate:>8.2f} {peak:>9.2f}", flush=True)
+                times, peak = measure(lambda: build_shards(cfg), repeats)
+                secs = statistics.median(times)
+                # ratio range pairs the slowest build with the fastest copy and the other way round
+                ratio = f"{copy_secs / secs:.2f}"
+                if repeats > 1:
+                    ratio += f" ({min(copy_times) / max(times):.2f}-{max(copy_times) / min(times):.2f})"
+                print(f"{rows:>10} {'simshard ' + family:>16} {repeats:>4} {secs:>9.2f} {rows / secs:>11,.0f} "
+                      f"{ratio:>17} {peak:>9.2f}", flush=True)
             os.unlink(src)
 
 
