@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.deal import ORDERS
 from pipeline.families import FAMILIES
+from storage.dataset import DEFAULT_CHUNK_ROWS
 
 
 class BuildConfig(BaseModel):
@@ -37,7 +38,7 @@ class BuildConfig(BaseModel):
         "auto", description="Dask shuffle for the write pass: auto picks tasks (faster) when the data is under a "
         "quarter of the cluster's memory, else p2p (built for larger-than-memory data)")
     rows_per_part: int = Field(1_000_000, ge=1, description="a shard larger than this becomes a folder of parts")
-    chunk_rows: int = Field(131_072, ge=1, description="rows per Dask task when reading the source")
+    chunk_rows: int = Field(DEFAULT_CHUNK_ROWS, ge=1, description="rows per Dask task when reading the source")
 
     @field_validator("workers")
     @classmethod

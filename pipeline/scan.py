@@ -54,11 +54,9 @@ def scan_chunk(chunk: Chunk, *, ds: SourceDataset, seed: int, validation_fractio
     y = ds.labels(table)
     rows = np.arange(chunk.offset, chunk.offset + chunk.rows, dtype=np.int64)
     finite, validation = row_masks(x, rows, seed=seed, validation_fraction=validation_fraction)
-    if ds.spec.layout == "list" or finite.all():
-        per_col = np.zeros(len(ds.spec.columns), np.int64)
-        per_col[0] = (~finite).sum()
-    else:
-        per_col = (~np.isfinite(x)).sum(axis=0).astype(np.int64)
+    per_col = np.zeros(len(ds.spec.columns), np.int64)
+    if not finite.all():
+        per_col[:] = (~finite).sum() if ds.spec.layout == "list" else (~np.isfinite(x)).sum(axis=0)
     u = rowhash.uniform(rows, seed=seed, stream=rowhash.STREAM_SAMPLE)
     pick = finite & ~validation & (u < sample_prob)
     return ChunkScan(

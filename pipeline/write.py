@@ -63,22 +63,19 @@ def _load_chunk(chunk: Chunk, ds: SourceDataset, dest_path: str) -> pd.DataFrame
         dest = np.frombuffer(fh.read(chunk.rows * 8), dtype=np.int64)
     table = ds.read_table(chunk)
     keep = dest >= 0
-    everything = bool(keep.all())
+    sel = slice(None) if keep.all() else keep  # a view, not a copy, when every row is kept
     # pandas keeps same-dtype columns as one (columns, rows) block: hand it the features in that layout so
     # that the shuffle's takes and the writer's per-column Arrow arrays work on contiguous memory, uncopied
     if ds.spec.layout == "columns":
-        block = feature_columns(table, ds.spec)
-        block = block if everything else block[:, keep]
-        df = pd.DataFrame(block.T, columns=_names(ds.spec.dim), copy=False)
+        x = feature_columns(table, ds.spec)[:, sel].T
     else:
-        x = ds.features(table)
-        df = pd.DataFrame(x if everything else x[keep], columns=_names(ds.spec.dim), copy=False)
+        x = ds.features(table)[sel]
+    df = pd.DataFrame(x, columns=_names(ds.spec.dim), copy=False)
     y = ds.labels(table)
     if y is not None:
-        df["label"] = y if everything else y[keep]
-    rows = np.arange(chunk.offset, chunk.offset + chunk.rows, dtype=np.int64)
-    df["source_row"] = rows if everything else rows[keep]
-    df["dest"] = dest if everything else dest[keep]
+        df["label"] = y[sel]
+    df["source_row"] = np.arange(chunk.offset, chunk.offset + chunk.rows, dtype=np.int64)[sel]
+    df["dest"] = dest[sel]
     return df
 
 
