@@ -68,9 +68,13 @@ def build_shards(config: BuildConfig = BuildConfig()) -> dict:
                          memory_limit=config.dask_memory_limit, local_directory=str(plan.work)) as client:
             address = client.scheduler.address
             logger.info("Dask scheduler %s (dashboard off)", address)
-            scanned = scan_task(plan, address, progress)
-            family_info = fit_task(plan, scanned)
-            written = bucket_task(plan, address, family_info, progress)
+            try:
+                scanned = scan_task(plan, address, progress)
+                family_info = fit_task(plan, scanned)
+                written = bucket_task(plan, address, family_info, progress)
+            except BaseException:
+                steps.discard(plan, client)  # also drops source chunks held in the cluster's memory
+                raise
         manifest = publish_task(plan, scanned, family_info, written)
     except BaseException:
         steps.discard(plan)

@@ -10,7 +10,7 @@ import numpy as np
 
 from pipeline.families import HashFamily
 from pipeline.scan import row_masks
-from storage.dataset import Chunk, SourceDataset
+from storage.dataset import Chunk, ChunkArrays, SourceDataset
 
 
 @dataclasses.dataclass
@@ -21,11 +21,12 @@ class ChunkBuckets:
     validation_rows: np.ndarray  # int64, rows of this chunk that go to validation
 
 
-def bucket_chunk(chunk: Chunk, *, ds: SourceDataset, family: HashFamily | None, seed: int,
-                 validation_fraction: float) -> ChunkBuckets:
-    """Encode one chunk. Rows with NaN/inf are skipped (the scan pass already refused them unless dropping).
-    ``family`` None (orders that need no hashing) returns zero ranks and keys."""
-    x = ds.features(ds.read_table(chunk))
+def bucket_chunk(chunk: Chunk, data: ChunkArrays | None = None, *, ds: SourceDataset,
+                 family: HashFamily | None, seed: int, validation_fraction: float) -> ChunkBuckets:
+    """Encode one chunk (``data`` when held in memory, else read). Rows with NaN/inf are skipped (the scan
+    pass already refused them unless dropping). ``family`` None (orders that need no hashing) returns zero
+    ranks and keys."""
+    x = (ds.read_arrays(chunk) if data is None else data).features
     rows = np.arange(chunk.offset, chunk.offset + chunk.rows, dtype=np.int64)
     finite, validation = row_masks(x, rows, seed=seed, validation_fraction=validation_fraction)
     train = finite & ~validation

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import bucket as bucket_pass
-from pipeline import quality, scan as scan_pass
+from pipeline import quality, resident, scan as scan_pass
 from pipeline.config import BuildConfig
 from pipeline.daskrt import ProgressFn, dask_client, ordered_map
 from pipeline.deal import deal
@@ -39,6 +39,7 @@ class Plan:
     ds: SourceDataset
     out: Path
     staging: Path
+    build_id: str  # unique per build: names the staging folder and the chunks held in cluster memory
 
     @property
     def work(self) -> Path:
@@ -59,25 +60,32 @@ def prepare(config: BuildConfig) -> Plan:
             ds = open_source(config.source, features=None, label="label")
     if ds.num_rows < config.workers:
         raise InputError(f"source has {ds.num_rows} rows, fewer than --workers {config.workers}")
-    staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    build_id = uuid.uuid4().hex[:8]
+    staging = out.parent / f".{out.name}.tmp-{build_id}"
     (staging / WORK).mkdir(parents=True)
     log.info("source %s: %d rows in %d files, %d features (%s), label %s", config.source, ds.num_rows,
              len(ds.files), ds.spec.dim, ds.spec.layout, ds.spec.label)
-    return Plan(config, ds, out, staging)
+    return Plan(config, ds, out, staging, build_id)
 
 
-def discard(plan: Plan) -> None:
+def discard(plan: Plan, client=None) -> None:
+    """Remove everything the build made: the staging folder and, given the client, chunks held in memory."""
+    if client is not None:
+        resident.release(client, plan.build_id)
     shutil.rmtree(plan.staging, ignore_errors=True)
 
 
 def scan(plan: Plan, client, progress: ProgressFn | None = None) -> dict:
-    """Count rows and non-finite values, split validation, draw the sample (saved to the staging folder)."""
+    """Count rows and non-finite values, split validation, draw the sample (saved to the staging folder).
+    The source is read into cluster memory for the later passes when it fits (:mod:`pipeline.resident`)."""
     cfg, ds = plan.config, plan.ds
     sample_size = cfg.sample_size or min(100_000, ds.num_rows)
     prob = scan_pass.sample_probability(rows=int(ds.num_rows * (1 - cfg.validation_fraction)),
                                         sample_size=sample_size)
     chunks = ds.chunks(cfg.chunk_rows)
-    parts = ordered_map(client, scan_pass.scan_chunk, chunks, step="scan", progress=progress, ds=ds,
+    held = resident.hold(client, ds, chunks, build_id=plan.build_id)
+    parts = ordered_map(client, scan_pass.scan_chunk, chunks, held or [None] * len(chunks), step="scan",
+                        progress=progress, ds=ds,
                         seed=cfg.seed, validation_fraction=cfg.validation_fraction, sample_prob=prob)
     result = scan_pass.combine(parts, ds=ds, sample_size=sample_size)
     if result.nonfinite_rows and cfg.nan == "error":
@@ -124,8 +132,18 @@ def bucket_and_write(plan: Plan, client, family_info: dict | None, progress: Pro
     cfg, ds = plan.config, plan.ds
     family = HashFamily.load(plan.staging / "family") if family_info else None
     chunks = ds.chunks(cfg.chunk_rows)
-    parts = ordered_map(client, bucket_pass.bucket_chunk, chunks, step="bucket", progress=progress, ds=ds,
-                        family=family, seed=cfg.seed, validation_fraction=cfg.validation_fraction)
+    held = resident.held(client, plan.build_id)
+    try:
+        return _bucket_and_write(plan, client, family, chunks, held, progress)
+    finally:
+        resident.release(client, plan.build_id)
+
+
+def _bucket_and_write(plan: Plan, client, family: HashFamily | None, chunks, held, progress) -> dict:
+    cfg, ds = plan.config, plan.ds
+    parts = ordered_map(client, bucket_pass.bucket_chunk, chunks, held or [None] * len(chunks), step="bucket",
+                        progress=progress, ds=ds, family=family, seed=cfg.seed,
+                        validation_fraction=cfg.validation_fraction)
     rows = bucket_pass.concat(parts)
     dealt = deal(source_row=rows.source_row, rank=rows.rank, key=rows.key, workers=cfg.workers,
                  order=cfg.order, seed=cfg.seed, remainder=cfg.remainder)
@@ -136,7 +154,7 @@ def bucket_and_write(plan: Plan, client, family_info: dict | None, progress: Pro
     dest[rows.validation_rows] = cfg.workers * stride + np.arange(len(rows.validation_rows))
     files = write_shards(ds, chunks, dest, out=plan.staging, workdir=plan.work, rows_per_shard=dealt.rows_per_shard,
                          validation_rows=len(rows.validation_rows), rows_per_part=cfg.rows_per_part,
-                         client=client, shuffle_method=cfg.shuffle_method, progress=progress)
+                         client=client, shuffle_method=cfg.shuffle_method, progress=progress, held=held)
     written = sum(f["rows"] for f in files)
     expected = int(kept.sum()) + len(rows.validation_rows)
     if written != expected:
@@ -224,9 +242,13 @@ def build_shards(config: BuildConfig, *, progress: ProgressFn | None = None) -> 
     try:
         with dask_client(config.dask_address, n_workers=config.dask_workers,
                          memory_limit=config.dask_memory_limit, local_directory=str(plan.work)) as client:
-            scanned = scan(plan, client, progress)
-            family_info = fit(plan, scanned)
-            written = bucket_and_write(plan, client, family_info, progress)
+            try:
+                scanned = scan(plan, client, progress)
+                family_info = fit(plan, scanned)
+                written = bucket_and_write(plan, client, family_info, progress)
+            except BaseException:
+                discard(plan, client)
+                raise
         return publish(plan, scanned, family_info, written)
     except BaseException:
         discard(plan)

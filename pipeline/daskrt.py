@@ -48,9 +48,10 @@ def gather_in_order(futures: list, *, step: str, progress: ProgressFn | None = N
     return results
 
 
-def ordered_map(client: Client, fn: Callable, items: Sequence, *, step: str, progress: ProgressFn | None = None,
-                **kwargs) -> list:
-    """``[fn(item, **kwargs) for item in items]`` on the cluster, results in input order."""
+def ordered_map(client: Client, fn: Callable, items: Sequence, *more: Sequence, step: str,
+                progress: ProgressFn | None = None, **kwargs) -> list:
+    """``[fn(item, *(m[i] for m in more), **kwargs) for i, item in enumerate(items)]`` on the cluster, results in
+    input order (``more``: further per-item arguments, futures allowed)."""
     if not items:
         return []
-    return gather_in_order(client.map(fn, items, **kwargs, pure=False), step=step, progress=progress)
+    return gather_in_order(client.map(fn, items, *more, **kwargs, pure=False), step=step, progress=progress)

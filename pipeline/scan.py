@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 
 from pipeline import rowhash
-from storage.dataset import Chunk, SourceDataset
+from storage.dataset import Chunk, ChunkArrays, SourceDataset
 
 
 @dataclasses.dataclass
@@ -47,11 +47,11 @@ def row_masks(x: np.ndarray, rows: np.ndarray, *, seed: int, validation_fraction
     return finite, validation
 
 
-def scan_chunk(chunk: Chunk, *, ds: SourceDataset, seed: int, validation_fraction: float,
-               sample_prob: float) -> ChunkScan:
-    table = ds.read_table(chunk)
-    x = ds.features(table)
-    y = ds.labels(table)
+def scan_chunk(chunk: Chunk, data: ChunkArrays | None = None, *, ds: SourceDataset, seed: int,
+               validation_fraction: float, sample_prob: float) -> ChunkScan:
+    """Scan one chunk: ``data`` when the source is held in memory, else read from storage."""
+    data = ds.read_arrays(chunk) if data is None else data
+    x, y = data.features, data.labels
     rows = np.arange(chunk.offset, chunk.offset + chunk.rows, dtype=np.int64)
     finite, validation = row_masks(x, rows, seed=seed, validation_fraction=validation_fraction)
     per_col = np.zeros(len(ds.spec.columns), np.int64)

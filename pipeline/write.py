@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.daskrt import gather_in_order
-from storage.dataset import Chunk, SourceDataset, feature_columns
+from pipeline import resident
+from storage.dataset import Chunk, ChunkArrays, SourceDataset
 from storage.manifest import shard_name
 from storage.shardset import part_table, write_part
 
@@ -57,21 +58,19 @@ def plan_targets(rows_per_shard: list[int], validation_rows: int, *, rows_per_pa
     return targets, divisions, stride
 
 
-def _load_chunk(chunk: Chunk, ds: SourceDataset, dest_path: str) -> pd.DataFrame:
+def _load_chunk(chunk: Chunk, data: ChunkArrays | None, ds: SourceDataset, dest_path: str) -> pd.DataFrame:
     with open(dest_path, "rb") as fh:
         fh.seek(chunk.offset * 8)
         dest = np.frombuffer(fh.read(chunk.rows * 8), dtype=np.int64)
-    table = ds.read_table(chunk)
+    data = ds.read_arrays(chunk) if data is None else data
     keep = dest >= 0
     sel = slice(None) if keep.all() else keep  # a view, not a copy, when every row is kept
     # pandas keeps same-dtype columns as one (columns, rows) block: hand it the features in that layout so
     # that the shuffle's takes and the writer's per-column Arrow arrays work on contiguous memory, uncopied
-    if ds.spec.layout == "columns":
-        x = feature_columns(table, ds.spec)[:, sel].T
-    else:
-        x = ds.features(table)[sel]
+    # (a view of held data is safe: pandas copies on write)
+    x = data.features.T[:, sel].T if ds.spec.layout == "columns" else data.features[sel]
     df = pd.DataFrame(x, columns=_names(ds.spec.dim), copy=False)
-    y = ds.labels(table)
+    y = data.labels
     if y is not None:
         df["label"] = y[sel]
     df["source_row"] = np.arange(chunk.offset, chunk.offset + chunk.rows, dtype=np.int64)[sel]
@@ -100,14 +99,14 @@ def choose_shuffle(method: str, *, data_bytes: int, client) -> str:
     """``tasks`` when the data is under a quarter of the cluster's memory (faster here), else ``p2p``."""
     if method != "auto":
         return method
-    memory = sum(w.get("memory_limit") or 0 for w in client.scheduler_info()["workers"].values())
-    return "tasks" if memory and data_bytes < memory / 4 else "p2p"
+    return "tasks" if resident.fits(client, data_bytes) else "p2p"
 
 
 def write_shards(ds: SourceDataset, chunks: list[Chunk], dest: np.ndarray, *, out: Path, workdir: Path,
                  rows_per_shard: list[int], validation_rows: int, rows_per_part: int, client,
-                 shuffle_method: str = "auto", progress=None) -> list[dict]:
-    """Shuffle rows into place and write every part file under ``out``; returns per-file info dicts."""
+                 shuffle_method: str = "auto", progress=None, held: list | None = None) -> list[dict]:
+    """Shuffle rows into place and write every part file under ``out``; returns per-file info dicts.
+    ``held``: the chunks' :class:`ChunkArrays` futures when the source is held in memory, else None (read)."""
     dest_path = workdir / DEST_FILE
     dest.astype(np.int64).tofile(dest_path)
     targets, divisions, _ = plan_targets(rows_per_shard, validation_rows, rows_per_part=rows_per_part)
@@ -116,8 +115,9 @@ def write_shards(ds: SourceDataset, chunks: list[Chunk], dest: np.ndarray, *, ou
         columns["label"] = np.int64
     columns.update(source_row=np.int64, dest=np.int64)
     meta = pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
-    ddf = dd.from_map(_load_chunk, chunks, ds=ds, dest_path=str(dest_path), meta=meta)
-    method = choose_shuffle(shuffle_method, data_bytes=ds.num_rows * (ds.spec.dim * 4 + 24), client=client)
+    ddf = dd.from_map(_load_chunk, chunks, held or [None] * len(chunks), ds=ds, dest_path=str(dest_path),
+                      meta=meta)
+    method = choose_shuffle(shuffle_method, data_bytes=resident.source_bytes(ds), client=client)
     ddf = ddf.set_index("dest", divisions=divisions, sort=True, shuffle_method=method)
     parts = ddf.to_delayed()
     if len(parts) != len(targets):

@@ -35,6 +35,15 @@ class Chunk:
 
 
 @dataclasses.dataclass(frozen=True)
+class ChunkArrays:
+    """One chunk's values as every pass uses them: ``features`` float32 (rows, dim), column-major for the
+    ``"columns"`` layout (see :meth:`SourceDataset.features`); ``labels`` int64 (rows,) or None."""
+
+    features: np.ndarray
+    labels: np.ndarray | None
+
+
+@dataclasses.dataclass(frozen=True)
 class FeatureSpec:
     """Which columns are features and how they are laid out.
 
@@ -171,6 +180,11 @@ class SourceDataset:
                 return pq.ParquetFile(fh).read_row_groups(list(chunk.row_groups), columns=cols)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"cannot read Parquet file {chunk.file!r}: {exc}") from exc
+
+    def read_arrays(self, chunk: Chunk) -> ChunkArrays:
+        """The chunk's features and labels (one read; a null label is an :class:`InputError`)."""
+        table = self.read_table(chunk)
+        return ChunkArrays(self.features(table), self.labels(table))
 
     def features(self, table: pa.Table) -> np.ndarray:
         """Feature matrix of ``table``, float32 (rows, dim). For the columns layout it is column-major (the

@@ -28,7 +28,8 @@ def test_build_on_a_separately_started_dask_cluster(tmp_path):
                                                 out=str(tmp_path / "s"), workers=3, family="pca",
                                                 dask_address=address, chunk_rows=2000))
             executed = client.run(lambda dask_worker: dask_worker.state.transition_counter)
-        assert len(executed) == 2 and all(n > 0 for n in executed.values()), executed
+        # the work ran on that cluster (with tasks this small the scheduler may keep them all on one worker)
+        assert len(executed) == 2 and sum(executed.values()) > 0, executed
         shards = ShardSet(tmp_path / "s")
         rows = np.concatenate([shards.read_shard(i)[2] for i in range(3)] + [shards.read_validation()[2]])
         assert len(np.unique(rows)) == 20000 == manifest["source"]["rows"]

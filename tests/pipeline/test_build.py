@@ -1,14 +1,20 @@
 """build_shards end to end on real Parquet files and a real Dask LocalCluster (no Prefect)."""
 
+import time
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from distributed import Client
+
+from pipeline import resident
 from pipeline.build import build_shards
 from pipeline.config import BuildConfig
 from pipeline.families import HashFamily
 from storage.dataset import open_source
+from storage.errors import InputError
 from storage.shardset import ShardSet
 from tests.conftest import mixture, write_parquet
 
@@ -82,10 +88,13 @@ def test_aligned_groups_are_tighter_than_random(digits_aligned, tmp_path, dask_a
     assert random["family"] is None
 
 
-def test_same_seed_gives_identical_files_whatever_the_shuffle(digits_aligned, tmp_path, dask_address):
-    first, _ = digits_aligned  # built with shuffle_method auto (tasks for data this small)
+def test_same_seed_gives_identical_files_whatever_the_shuffle(digits_aligned, tmp_path, dask_address,
+                                                              monkeypatch):
+    first, _ = digits_aligned  # built with shuffle_method auto (tasks for data this small), source held
+    monkeypatch.setattr(resident, "MEMORY_SHARE", 0.0)  # every pass reads from storage
     again, _ = build(tmp_path, dask_address, workers=4, family="kmeans", order="aligned", seed=5,
                      shuffle_method="p2p", chunk_rows=500)
+    monkeypatch.undo()
     other, _ = build(tmp_path, dask_address, "other", workers=4, family="kmeans", order="aligned", seed=6)
     digest = lambda m: [f["sha256"] for s in m["shards"] for f in s["files"]]  # noqa: E731
     assert digest(first) == digest(again)
@@ -131,3 +140,28 @@ def test_nan_rows_dropped_and_counted(tmp_path, dask_address):
     assert manifest["dropped"]["nonfinite_rows"] == 4
     rows = np.concatenate([shards.read_shard(i)[2] for i in range(2)] + [shards.read_validation()[2]])
     assert len(rows) == 496 and not set(rows) & {3, 10, 11, 20}
+
+
+def test_source_held_in_cluster_memory_is_released(tmp_path, dask_address):
+    """A small source is read into worker memory once; those chunks are dropped after a failed and a good build,
+    so a shared cluster does not fill up."""
+    x, y = mixture(3000, dim=3, seed=4)
+    x[7, 0] = np.nan
+    write_parquet(tmp_path / "nan.parquet", x, y)
+
+    def held_keys(client):
+        return [k for keys in client.has_what().values() for k in keys if str(k).startswith("read-")]
+
+    with Client(dask_address) as client:
+        assert resident.fits(client, resident.source_bytes(open_source(str(tmp_path / "nan.parquet"))))
+        with pytest.raises(InputError, match="NaN"):
+            build(tmp_path, dask_address, source=str(tmp_path / "nan.parquet"), workers=2, chunk_rows=500)
+        assert not client.list_datasets()
+        manifest, _ = build(tmp_path, dask_address, source=str(tmp_path / "nan.parquet"), workers=2, nan="drop",
+                            chunk_rows=500)
+        assert manifest["dropped"]["nonfinite_rows"] == 1 and not client.list_datasets()
+        for _ in range(50):  # the scheduler forgets released keys asynchronously
+            if not held_keys(client):
+                break
+            time.sleep(0.1)
+        assert held_keys(client) == []
