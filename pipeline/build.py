@@ -84,6 +84,8 @@ def scan(plan: Plan, client, progress: ProgressFn | None = None) -> dict:
                                         sample_size=sample_size)
     chunks = ds.chunks(cfg.chunk_rows)
     held = resident.hold(client, ds, chunks, build_id=plan.build_id)
+    log.info("source read once and kept in cluster memory for the later passes" if held else
+             "source larger than a quarter of cluster memory: every pass reads it from storage")
     parts = ordered_map(client, scan_pass.scan_chunk, chunks, held or [None] * len(chunks), step="scan",
                         progress=progress, ds=ds,
                         seed=cfg.seed, validation_fraction=cfg.validation_fraction, sample_prob=prob)
@@ -133,6 +135,7 @@ def bucket_and_write(plan: Plan, client, family_info: dict | None, progress: Pro
     family = HashFamily.load(plan.staging / "family") if family_info else None
     chunks = ds.chunks(cfg.chunk_rows)
     held = resident.held(client, plan.build_id)
+    log.info("bucket and write passes %s", "use the source kept in cluster memory" if held else "read the source")
     try:
         return _bucket_and_write(plan, client, family, chunks, held, progress)
     finally:
