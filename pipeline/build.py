@@ -85,7 +85,8 @@ def scan(plan: Plan, client, progress: ProgressFn | None = None) -> dict:
     chunks = ds.chunks(cfg.chunk_rows)
     held = resident.hold(client, ds, chunks, build_id=plan.build_id)
     log.info("source read once and kept in cluster memory for the later passes" if held else
-             "source larger than a quarter of cluster memory: every pass reads it from storage")
+             "source not kept in cluster memory (over a quarter of it, or workers without a memory limit): "
+             "every pass reads it from storage")
     parts = ordered_map(client, scan_pass.scan_chunk, chunks, held or [None] * len(chunks), step="scan",
                         progress=progress, ds=ds,
                         seed=cfg.seed, validation_fraction=cfg.validation_fraction, sample_prob=prob)
@@ -144,9 +145,9 @@ def bucket_and_write(plan: Plan, client, family_info: dict | None, progress: Pro
 
 def _bucket_and_write(plan: Plan, client, family: HashFamily | None, chunks, held, progress) -> dict:
     cfg, ds = plan.config, plan.ds
-    parts = ordered_map(client, bucket_pass.bucket_chunk, chunks, held or [None] * len(chunks), step="bucket",
-                        progress=progress, ds=ds, family=family, seed=cfg.seed,
-                        validation_fraction=cfg.validation_fraction)
+    data = held or [None] * len(chunks)  # per chunk: its held values, or None to read it
+    parts = ordered_map(client, bucket_pass.bucket_chunk, chunks, data, step="bucket", progress=progress, ds=ds,
+                        family=family, seed=cfg.seed, validation_fraction=cfg.validation_fraction)
     rows = bucket_pass.concat(parts)
     dealt = deal(source_row=rows.source_row, rank=rows.rank, key=rows.key, workers=cfg.workers,
                  order=cfg.order, seed=cfg.seed, remainder=cfg.remainder)
@@ -157,7 +158,7 @@ def _bucket_and_write(plan: Plan, client, family: HashFamily | None, chunks, hel
     dest[rows.validation_rows] = cfg.workers * stride + np.arange(len(rows.validation_rows))
     files = write_shards(ds, chunks, dest, out=plan.staging, workdir=plan.work, rows_per_shard=dealt.rows_per_shard,
                          validation_rows=len(rows.validation_rows), rows_per_part=cfg.rows_per_part,
-                         client=client, shuffle_method=cfg.shuffle_method, progress=progress, held=held)
+                         client=client, shuffle_method=cfg.shuffle_method, progress=progress, data=data)
     written = sum(f["rows"] for f in files)
     expected = int(kept.sum()) + len(rows.validation_rows)
     if written != expected:

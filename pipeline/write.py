@@ -15,8 +15,8 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
-from pipeline.daskrt import gather_in_order
 from pipeline import resident
+from pipeline.daskrt import gather_in_order
 from storage.dataset import Chunk, ChunkArrays, SourceDataset
 from storage.manifest import shard_name
 from storage.shardset import part_table, write_part
@@ -104,9 +104,9 @@ def choose_shuffle(method: str, *, data_bytes: int, client) -> str:
 
 def write_shards(ds: SourceDataset, chunks: list[Chunk], dest: np.ndarray, *, out: Path, workdir: Path,
                  rows_per_shard: list[int], validation_rows: int, rows_per_part: int, client,
-                 shuffle_method: str = "auto", progress=None, held: list | None = None) -> list[dict]:
+                 data: list, shuffle_method: str = "auto", progress=None) -> list[dict]:
     """Shuffle rows into place and write every part file under ``out``; returns per-file info dicts.
-    ``held``: the chunks' :class:`ChunkArrays` futures when the source is held in memory, else None (read)."""
+    ``data``: per chunk, its :class:`ChunkArrays` future when the source is held in memory, else None (read)."""
     dest_path = workdir / DEST_FILE
     dest.astype(np.int64).tofile(dest_path)
     targets, divisions, _ = plan_targets(rows_per_shard, validation_rows, rows_per_part=rows_per_part)
@@ -115,8 +115,7 @@ def write_shards(ds: SourceDataset, chunks: list[Chunk], dest: np.ndarray, *, ou
         columns["label"] = np.int64
     columns.update(source_row=np.int64, dest=np.int64)
     meta = pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
-    ddf = dd.from_map(_load_chunk, chunks, held or [None] * len(chunks), ds=ds, dest_path=str(dest_path),
-                      meta=meta)
+    ddf = dd.from_map(_load_chunk, chunks, data, ds=ds, dest_path=str(dest_path), meta=meta)
     method = choose_shuffle(shuffle_method, data_bytes=resident.source_bytes(ds), client=client)
     ddf = ddf.set_index("dest", divisions=divisions, sort=True, shuffle_method=method)
     parts = ddf.to_delayed()

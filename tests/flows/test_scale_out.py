@@ -10,6 +10,7 @@ from distributed import Client
 from pipeline.build import build_shards
 from pipeline.config import BuildConfig
 from storage.shardset import ShardSet
+from tests.conftest import mixture, write_parquet
 from tests.flows.conftest import ROOT, free_port
 
 
@@ -24,12 +25,13 @@ def test_build_on_a_separately_started_dask_cluster(tmp_path):
     try:
         with Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=60)
-            manifest = build_shards(BuildConfig(source="demo:blobs?rows=20000&dim=8&clusters=5&seed=3",
-                                                out=str(tmp_path / "s"), workers=3, family="pca",
-                                                dask_address=address, chunk_rows=2000))
+            # 40 row groups, so the reads (and the work that follows the data) spread over both workers
+            x, y = mixture(20000, dim=8, clusters=5, seed=3)
+            write_parquet(tmp_path / "src.parquet", x, y, row_group_size=500)
+            manifest = build_shards(BuildConfig(source=str(tmp_path / "src.parquet"), out=str(tmp_path / "s"),
+                                                workers=3, family="pca", dask_address=address, chunk_rows=500))
             executed = client.run(lambda dask_worker: dask_worker.state.transition_counter)
-        # the work ran on that cluster (with tasks this small the scheduler may keep them all on one worker)
-        assert len(executed) == 2 and sum(executed.values()) > 0, executed
+        assert len(executed) == 2 and all(n > 0 for n in executed.values()), executed
         shards = ShardSet(tmp_path / "s")
         rows = np.concatenate([shards.read_shard(i)[2] for i in range(3)] + [shards.read_validation()[2]])
         assert len(np.unique(rows)) == 20000 == manifest["source"]["rows"]
