@@ -2,9 +2,14 @@
 
     python bench/build_shards.py [--rows 2000000] [--scale 8] [--families pca,kmeans]
 
-Prints rows/s of each run, the ratio to the copy, and peak memory (sum of RSS over this process and its
-children, sampled every 0.2 s). The Dask cluster is started and warmed up (one small untimed build, so that
-imports and first allocations in the workers are not timed) before timing, and reused. Each measurement is
+Prints rows/s of each run, the ratio to the copy, peak memory (sum of RSS over this process and its
+children, sampled every 0.2 s) and CPU seconds in user space and in the kernel, summed over the same
+processes (the Dask workers, the scheduler and this driver). CPU seconds divided by the machine's cores bound
+the wall time from below, which tells whether a run is limited by CPU; kernel seconds are mostly file I/O and
+page-cache work, which grows faster than the data once files no longer fit in the page cache.
+
+The Dask cluster is started and warmed up (one small untimed build, so that imports and first allocations in
+the workers are not timed) before timing, and reused. Each measurement is
 repeated (``--repeats`` at the base size, ``--scale-repeats`` at the larger one); the median time is printed,
 with the range of the ratio when there are several.
 """
@@ -53,11 +58,25 @@ class PeakMemory:
         self._thread.join()
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """(user, system) CPU seconds used so far by this process and its living children (the Dask cluster)."""
+    user = system = 0.0
+    for p in [psutil.Process()] + psutil.Process().children(recursive=True):
+        try:
+            t = p.cpu_times()
+            user, system = user + t.user, system + t.system
+        except psutil.Error:
+            pass
+    return user, system
+
+
 def timed(fn):
+    """(wall s, peak GiB, (user, system) CPU s) of one call."""
     with PeakMemory() as mem:
-        start = time.perf_counter()
+        cpu, start = cpu_seconds(), time.perf_counter()
         fn()
-        return time.perf_counter() - start, mem.peak / 2**30
+        wall, end = time.perf_counter() - start, cpu_seconds()
+        return wall, mem.peak / 2**30, (end[0] - cpu[0], end[1] - cpu[1])
 
 
 def pyarrow_copy(src: Path, dst: Path):
@@ -66,10 +85,12 @@ def pyarrow_copy(src: Path, dst: Path):
             w.write_batch(batch)
 
 
-def measure(fn, repeats: int) -> tuple[list[float], float]:
-    """Times (s) of ``repeats`` calls and the highest peak memory (GiB) seen."""
+def measure(fn, repeats: int) -> tuple[list[float], float, str]:
+    """Times (s) of ``repeats`` calls, the highest peak memory (GiB) seen and the median user and system CPU
+    seconds, formatted."""
     runs = [timed(fn) for _ in range(repeats)]
-    return [r[0] for r in runs], max(r[1] for r in runs)
+    user, system = (statistics.median(r[2][i] for r in runs) for i in (0, 1))
+    return [r[0] for r in runs], max(r[1] for r in runs), f"{user:>7.2f} {system:>7.2f}"
 
 
 def main():
@@ -93,26 +114,29 @@ def main():
         for family in args.families.split(","):
             build_shards(BuildConfig(source=str(warm), out=str(tmp / "out"), workers=args.workers, family=family,
                                      overwrite=True, dask_address=client.scheduler.address))
-        print(f"{'rows':>10} {'run':>16} {'runs':>4} {'median s':>9} {'rows/s':>11} {'vs copy':>17} {'peak GiB':>9}")
+        print(f"{os.cpu_count()} cores; cluster {len(client.scheduler_info()['workers'])} workers x "
+              f"{args.memory_limit}")
+        print(f"{'rows':>10} {'run':>16} {'runs':>4} {'median s':>9} {'rows/s':>11} {'vs copy':>17} {'peak GiB':>9} "
+              f"{'user s':>7} {'sys s':>7}")
         for rows, repeats in sizes:
             src = tmp / f"blobs-{rows}.parquet"
             write_blobs(src, rows=rows, dim=args.dim, clusters=64, seed=0)
-            copy_times, peak = measure(lambda: pyarrow_copy(src, tmp / "copy.parquet"), repeats)
+            copy_times, peak, cpu = measure(lambda: pyarrow_copy(src, tmp / "copy.parquet"), repeats)
             copy_secs = statistics.median(copy_times)
             print(f"{rows:>10} {'pyarrow copy':>16} {repeats:>4} {copy_secs:>9.2f} {rows / copy_secs:>11,.0f} "
-                  f"{'1.00':>17} {peak:>9.2f}", flush=True)
+                  f"{'1.00':>17} {peak:>9.2f} {cpu}", flush=True)
             os.unlink(tmp / "copy.parquet")
             for family in args.families.split(","):
                 cfg = BuildConfig(source=str(src), out=str(tmp / "out"), workers=args.workers, family=family,
                                   overwrite=True, dask_address=client.scheduler.address)
-                times, peak = measure(lambda: build_shards(cfg), repeats)
+                times, peak, cpu = measure(lambda: build_shards(cfg), repeats)
                 secs = statistics.median(times)
                 # ratio range pairs the slowest build with the fastest copy and the other way round
                 ratio = f"{copy_secs / secs:.2f}"
                 if repeats > 1:
                     ratio += f" ({min(copy_times) / max(times):.2f}-{max(copy_times) / min(times):.2f})"
                 print(f"{rows:>10} {'simshard ' + family:>16} {repeats:>4} {secs:>9.2f} {rows / secs:>11,.0f} "
-                      f"{ratio:>17} {peak:>9.2f}", flush=True)
+                      f"{ratio:>17} {peak:>9.2f} {cpu}", flush=True)
             os.unlink(src)
 
 
