@@ -95,20 +95,33 @@ def test_a_rank_that_does_not_join_fails_the_launch(digits_shards, tmp_path, no_
         launch(TrainConfig(shards=str(digits_shards), out=str(tmp_path / "run"), join_timeout=0.3))
 
 
+def _as_a_terminal_job() -> None:
+    # a job started in the background by a shell without job control (CI scripts, `cmd &`) inherits SIGINT
+    # ignored, and an ignored signal stays ignored across exec: give the launcher the default disposition that
+    # a terminal's foreground job has, whatever the test runner inherited
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_leaves_no_process(blob_shards, tmp_path):
     code = ("from train.config import TrainConfig; from train.launcher import launch; "
             f"launch(TrainConfig(shards={str(blob_shards)!r}, out={str(tmp_path / 'run')!r}, epochs=200))")
-    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
-    parent = psutil.Process(proc.pid)
-    deadline = time.time() + 60
-    while len(parent.children(recursive=True)) < 4 and time.time() < deadline:
-        time.sleep(0.2)
-    ranks = parent.children(recursive=True)
-    time.sleep(3)
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
-    proc.wait(60)
-    gone, alive = psutil.wait_procs(ranks, timeout=15)
-    assert not alive, f"still running after Ctrl-C: {alive}"
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, preexec_fn=_as_a_terminal_job)
+    try:
+        parent = psutil.Process(proc.pid)
+        deadline = time.time() + 60
+        while len(parent.children(recursive=True)) < 4 and time.time() < deadline:
+            time.sleep(0.2)
+        ranks = parent.children(recursive=True)
+        time.sleep(3)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+        proc.wait(60)
+        gone, alive = psutil.wait_procs(ranks, timeout=15)
+        assert not alive, f"still running after Ctrl-C: {alive}"
+    finally:  # a failed check must not leave a 200-epoch run behind
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_train_node_runs_three_ranks_from_torchrun_variables(digits_shards, tmp_path):
