@@ -9,9 +9,9 @@ the wall time from below, which tells whether a run is limited by CPU; kernel se
 page-cache work, which grows faster than the data once files no longer fit in the page cache.
 
 The Dask cluster is started and warmed up (one small untimed build, so that imports and first allocations in
-the workers are not timed) before timing, and reused. Each measurement is
-repeated (``--repeats`` at the base size, ``--scale-repeats`` at the larger one); the median time is printed,
-with the range of the ratio when there are several.
+the workers are not timed) before timing, and reused. Each measurement is repeated (``--repeats`` at the
+base size, ``--scale-repeats`` at the larger one); the median time is printed, with the range of the ratio
+when there are several.
 """
 
 import argparse
