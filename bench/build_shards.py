@@ -121,7 +121,7 @@ def main():
         for rows, repeats in sizes:
             src = tmp / f"blobs-{rows}.parquet"
             write_blobs(src, rows=rows, dim=args.dim, clusters=64, seed=0)
-            copy_times, peak, cpu = measure(lambda: pyarrow_copy(src, tmp / "copy.parquet"), repeats)
+            copy_times, peak, cpu = measure(lambda src=src: pyarrow_copy(src, tmp / "copy.parquet"), repeats)
             copy_secs = statistics.median(copy_times)
             print(f"{rows:>10} {'pyarrow copy':>16} {repeats:>4} {copy_secs:>9.2f} {rows / copy_secs:>11,.0f} "
                   f"{'1.00':>17} {peak:>9.2f} {cpu}", flush=True)
@@ -129,7 +129,7 @@ def main():
             for family in args.families.split(","):
                 cfg = BuildConfig(source=str(src), out=str(tmp / "out"), workers=args.workers, family=family,
                                   overwrite=True, dask_address=client.scheduler.address)
-                times, peak, cpu = measure(lambda: build_shards(cfg), repeats)
+                times, peak, cpu = measure(lambda cfg=cfg: build_shards(cfg), repeats)
                 secs = statistics.median(times)
                 # ratio range pairs the slowest build with the fastest copy and the other way round
                 ratio = f"{copy_secs / secs:.2f}"

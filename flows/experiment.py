@@ -1,10 +1,8 @@
 """Prefect flow ``experiment`` and its CLI: does aligned sharding cut epochs-to-target? Measured over seeds.
 
-    python -m flows.experiment [--config bench/experiments/NAME.toml] [--quick] --out DIR
+    python -m flows.experiment [--config experiment/grids/NAME.toml] [--quick] --out DIR
 """
 
-import argparse
-import base64
 import datetime
 import os
 import platform
@@ -13,13 +11,17 @@ from pathlib import Path
 
 import psutil
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field
 
-from flows.reporting import ProgressReporter, table_artifact
+from experiment.grid import DEFAULT_CONFIG, QUICK_CONFIG, load_config
+from experiment.report import write_report
+from experiment.runner import run_experiment
+from flows import terminal
+from flows.reporting import ProgressReporter, markdown_artifact, png_markdown, table_artifact
 from pipeline.daskrt import dask_client
-from train.experiment import DEFAULT_CONFIG, QUICK_CONFIG, load_config, run_experiment
-from train.experiment_report import write_report
+from storage import cli
+from storage.errors import InputError
 
 
 def machine() -> str:
@@ -53,33 +55,49 @@ def experiment(config: str = str(DEFAULT_CONFIG), out: str = "./experiments/late
     cols = ["mode", "dataset", "optimizer", "workers", "lr_scale", "sharding", "epochs_to_target",
             "epochs_to_target_low", "epochs_to_target_high", "reached", "seeds", "ratio_to_random", "ratio_low",
             "ratio_high", "final_accuracy"]
-    table_artifact("experiment-results", cells[[c for c in cols if c in cells]].round(4).to_dict("records"),
+    table_artifact("experiment-results", cells[[c for c in cols if c in cells]].to_dict("records"),
                    f"Experiment {Path(config).stem}: per-cell means and 95 % intervals over seeds")
     md = (Path(out) / "results.md").read_text()
     for p in pngs:
-        data = base64.b64encode(Path(p).read_bytes()).decode()
-        md = md.replace(f"]({Path(p).name})", f"](data:image/png;base64,{data})")
-    create_markdown_artifact(key="experiment-report", markdown=md, description="experiment results and plots")
+        md = md.replace(f"![{Path(p).name}]({Path(p).name})", png_markdown(p, Path(p).name))
+    markdown_artifact("experiment-report", md, "experiment results and plots")
     logger.info("results in %s", Path(out) / "results.md")
     return str(Path(out) / "results.md")
 
 
+class ExperimentOptions(BaseModel):
+    """The experiment's command line."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    config: str | None = Field(None, description="experiment grid TOML (default: the packaged default grid)")
+    quick: bool = Field(False, description="the small packaged grid quick.toml (under 3 minutes)")
+    out: str = Field(description="run folder for results.parquet, results.md and plots")
+
+    def grid(self) -> str:
+        return self.config or str(QUICK_CONFIG if self.quick else DEFAULT_CONFIG)
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m flows.experiment", description=(
+    parser = cli.model_parser(ExperimentOptions, prog="python -m flows.experiment", description=(
         "Do aligned hash shards reach a target accuracy in fewer epochs than random or contiguous shards? "
         "Runs a grid with several seeds and reports means with 95 % intervals."))
-    ap.add_argument("--config", help="experiment TOML (default: bench/experiments/default.toml)")
-    ap.add_argument("--quick", action="store_true", help="the small grid of bench/experiments/quick.toml "
-                    "(under 3 minutes)")
-    ap.add_argument("--out", required=True, help="run folder for results.parquet, results.md and plots")
-    args = ap.parse_args(argv)
-    config = args.config or str(QUICK_CONFIG if args.quick else DEFAULT_CONFIG)
-    if not Path(config).is_file():
-        print(f"error: --config {config} does not exist", file=sys.stderr)
-        return 2
-    path = experiment(config=config, out=args.out)
-    print(Path(path).read_text().split("\n\n![")[0])
-    return 0
+    values, common = cli.split_common(parser.parse_args(argv))
+    terminal.configure(common)
+
+    def command() -> int:
+        options = ExperimentOptions(**values)
+        grid = options.grid()
+        if not Path(grid).is_file():
+            raise InputError(f"--config {grid} does not exist")
+        try:
+            load_config(Path(grid))
+        except (ValueError, OSError) as exc:
+            raise InputError(f"--config {grid} is not a valid experiment grid: {cli.one_line(exc)}") from None
+        path = experiment(config=grid, out=options.out)
+        print(Path(path).read_text().split("\n\n![")[0])
+        return 0
+
+    return cli.run(command, debug=common.debug)
 
 
 if __name__ == "__main__":

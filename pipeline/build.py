@@ -1,8 +1,10 @@
-"""build_shards as plain steps: prepare -> scan -> fit -> bucket_and_write -> publish.
+"""build_shards as plain steps: check -> prepare -> scan -> fit -> bucket_and_write -> publish.
 
-Every step works inside a staging folder beside the output (``.NAME.tmp-XXXX``) and passes only paths and
-small values; ``publish`` renames the staging folder into place and writes ``manifest.json`` last, and
-``discard`` removes it after an error, so a failed build leaves no output behind.
+:func:`build_shards` is the one orchestration: the CLI and the library call it as it is, the Prefect flow
+passes ``run_step`` to run each step as a task. Steps hand each other typed results (:class:`Plan`,
+:class:`Scanned`, :class:`~storage.manifest.FamilyInfo`, :class:`Written`) and work inside a staging folder
+beside the output (``.NAME.tmp-XXXX``); ``publish`` renames it into place and writes ``manifest.json`` last,
+and ``discard`` removes it after an error, so a failed build leaves no output behind.
 """
 
 import dataclasses
@@ -11,26 +13,47 @@ import json
 import logging
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from pipeline import bucket as bucket_pass
-from pipeline import quality, resident, scan as scan_pass
+from pipeline import quality, resident
+from pipeline import scan as scan_pass
 from pipeline.config import BuildConfig
 from pipeline.daskrt import ProgressFn, dask_client, ordered_map
 from pipeline.deal import deal
 from pipeline.families import HashFamily, default_size, fit_family
-from pipeline.write import write_shards
+from pipeline.layout import DestLayout
+from pipeline.write import WrittenFile, write_shards
 from storage.dataset import SourceDataset, features_of, open_source
 from storage.errors import InputError
-from storage.manifest import FORMAT, FORMAT_VERSION, write_manifest
+from storage.manifest import (
+    Columns,
+    Dropped,
+    FamilyInfo,
+    FileEntry,
+    LabelInfo,
+    Manifest,
+    ShardEntry,
+    SourceInfo,
+    Validation,
+    write_manifest,
+)
 from storage.shardset import ShardSet
 
 log = logging.getLogger("simshard.build")
 WORK = "_work"
 QUALITY_HEAD_ROWS = 512
+StepRunner = Callable[..., Any]  # run_step(name, fn, *args) -> fn(*args)
+
+
+def call_step(name: str, fn: Callable, *args):
+    """The default step runner: a plain call."""
+    return fn(*args)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,13 +69,45 @@ class Plan:
         return self.staging / WORK
 
 
-def prepare(config: BuildConfig) -> Plan:
-    """Check parameters and output, open the source (every file footer is read), create the staging folder."""
-    out = Path(config.out).expanduser().absolute()
+@dataclasses.dataclass(frozen=True)
+class Scanned:
+    """What the scan pass learned; the sample itself is saved as ``_work/sample.npz``."""
+
+    rows: int
+    train_rows: int
+    validation_rows: int
+    nonfinite_rows: int
+    nonfinite_per_column: dict[str, int]
+    sample_rows: int
+    chunks: int
+    label_counts: list[int] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """What the bucket-and-write pass made."""
+
+    rows_per_shard: list[int]
+    groups: int
+    partial_group: int
+    remainder_rows: int
+    validation_rows: int
+    files: list[WrittenFile]
+    buckets: dict | None  # bucket statistics (None for orders that do not hash)
+
+
+def output_folder(config: BuildConfig) -> Path:
+    return Path(config.out).expanduser().absolute()
+
+
+def check(config: BuildConfig) -> SourceDataset:
+    """Everything checkable before any work starts: the output folder's state, the source (every footer is
+    read, columns resolved) and the row count. Raises :class:`InputError`; changes nothing."""
+    out = output_folder(config)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output {out} exists and is not a folder; choose another --out")
     if out.exists() and not config.overwrite:
         raise InputError(f"output {out} already exists; pass --overwrite to replace it")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output {out} exists and is not a folder")
     label = config.label
     ds = open_source(config.source, features=config.features, label=label)
     if label is None and "label" in ds.schema.names and not config.features:
@@ -60,6 +115,13 @@ def prepare(config: BuildConfig) -> Plan:
             ds = open_source(config.source, features=None, label="label")
     if ds.num_rows < config.workers:
         raise InputError(f"source has {ds.num_rows} rows, fewer than --workers {config.workers}")
+    return ds
+
+
+def prepare(config: BuildConfig) -> Plan:
+    """:func:`check`, then create the staging folder."""
+    ds = check(config)
+    out = output_folder(config)
     build_id = uuid.uuid4().hex[:8]
     staging = out.parent / f".{out.name}.tmp-{build_id}"
     (staging / WORK).mkdir(parents=True)
@@ -68,14 +130,12 @@ def prepare(config: BuildConfig) -> Plan:
     return Plan(config, ds, out, staging, build_id)
 
 
-def discard(plan: Plan, client=None) -> None:
-    """Remove everything the build made: the staging folder and, given the client, chunks held in memory."""
-    if client is not None:
-        resident.release(client, plan.build_id)
+def discard(plan: Plan) -> None:
+    """Remove the staging folder (call once the Dask cluster whose scratch space it holds has closed)."""
     shutil.rmtree(plan.staging, ignore_errors=True)
 
 
-def scan(plan: Plan, client, progress: ProgressFn | None = None) -> dict:
+def scan(plan: Plan, client, progress: ProgressFn | None = None) -> Scanned:
     """Count rows and non-finite values, split validation, draw the sample (saved to the staging folder).
     The source is read into cluster memory for the later passes when it fits (:mod:`pipeline.resident`)."""
     cfg, ds = plan.config, plan.ds
@@ -104,33 +164,34 @@ def scan(plan: Plan, client, progress: ProgressFn | None = None) -> dict:
     np.savez(plan.work / "sample.npz", x=result.sample_x, rows=result.sample_rows)
     if result.nonfinite_rows:
         log.warning("dropped %d rows with NaN/inf features (%s)", result.nonfinite_rows, result.nonfinite_per_column)
-    return {"rows": result.rows, "train_rows": train_rows, "validation_rows": result.validation_rows,
-            "nonfinite_rows": result.nonfinite_rows, "nonfinite_per_column": result.nonfinite_per_column,
-            "sample_rows": int(len(result.sample_x)), "chunks": len(chunks),
-            "label_counts": None if result.label_counts is None else result.label_counts.tolist()}
+    return Scanned(rows=result.rows, train_rows=train_rows, validation_rows=result.validation_rows,
+                   nonfinite_rows=result.nonfinite_rows, nonfinite_per_column=result.nonfinite_per_column,
+                   sample_rows=int(len(result.sample_x)), chunks=len(chunks),
+                   label_counts=None if result.label_counts is None else result.label_counts.tolist())
 
 
 def _needs_family(config: BuildConfig) -> bool:
     return config.order in ("aligned", "stratified")
 
 
-def fit(plan: Plan, scanned: dict) -> dict | None:
+def fit(plan: Plan, scanned: Scanned) -> FamilyInfo | None:
     """Fit the hash family on the sample; save it under ``family/``. None for orders that do not hash."""
     if not _needs_family(plan.config):
         return None
     cfg = plan.config
     with np.load(plan.work / "sample.npz", allow_pickle=False) as npz:
         sample = npz["x"]
-    size = cfg.size or default_size(cfg.family, rows=scanned["train_rows"], workers=cfg.workers,
+    size = cfg.size or default_size(cfg.family, rows=scanned.train_rows, workers=cfg.workers,
                                     sample_rows=len(sample))
     family = fit_family(cfg.family, sample, size=size, seed=cfg.seed)
     files = family.save(plan.staging / "family")
     log.info("fitted %s family: size %d on %d sample rows", cfg.family, family.size, len(sample))
-    return {"name": cfg.family, "size": family.size, "params": f"family/{files['params']}",
-            "arrays": f"family/{files['arrays']}"}
+    return FamilyInfo(name=cfg.family, size=family.size, params=f"family/{files['params']}",
+                      arrays=f"family/{files['arrays']}")
 
 
-def bucket_and_write(plan: Plan, client, family_info: dict | None, progress: ProgressFn | None = None) -> dict:
+def bucket_and_write(plan: Plan, client, family_info: FamilyInfo | None,
+                     progress: ProgressFn | None = None) -> Written:
     """Encode every row, group and deal, then shuffle rows into place and write all part files."""
     cfg, ds = plan.config, plan.ds
     family = HashFamily.load(plan.staging / "family") if family_info else None
@@ -151,25 +212,25 @@ def _bucket_and_write(plan: Plan, client, family: HashFamily | None, chunks, hel
     rows = bucket_pass.concat(parts)
     dealt = deal(source_row=rows.source_row, rank=rows.rank, key=rows.key, workers=cfg.workers,
                  order=cfg.order, seed=cfg.seed, remainder=cfg.remainder)
-    stride = max(dealt.rows_per_shard)
+    layout = DestLayout(tuple(dealt.rows_per_shard), len(rows.validation_rows))
     dest = np.full(ds.num_rows, -1, np.int64)
     kept = dealt.shard >= 0
-    dest[rows.source_row[kept]] = dealt.shard[kept].astype(np.int64) * stride + dealt.pos[kept]
-    dest[rows.validation_rows] = cfg.workers * stride + np.arange(len(rows.validation_rows))
-    files = write_shards(ds, chunks, dest, out=plan.staging, workdir=plan.work, rows_per_shard=dealt.rows_per_shard,
-                         validation_rows=len(rows.validation_rows), rows_per_part=cfg.rows_per_part,
-                         client=client, shuffle_method=cfg.shuffle_method, progress=progress, data=data)
-    written = sum(f["rows"] for f in files)
+    dest[rows.source_row[kept]] = layout.keys(dealt.shard[kept], dealt.pos[kept])
+    dest[rows.validation_rows] = layout.validation_keys(len(rows.validation_rows))
+    files = write_shards(ds, chunks, dest, out=plan.staging, workdir=plan.work, layout=layout,
+                         rows_per_part=cfg.rows_per_part, row_group_rows=cfg.row_group_rows, client=client,
+                         shuffle_method=cfg.shuffle_method, progress=progress, data=data)
+    written = sum(f.rows for f in files)
     expected = int(kept.sum()) + len(rows.validation_rows)
     if written != expected:
         raise RuntimeError(f"wrote {written} rows, expected {expected}: the shuffle lost or duplicated rows")
     bucket_info = quality.bucket_stats(rows.rank, workers=cfg.workers) if family else None
-    return {"rows_per_shard": dealt.rows_per_shard, "groups": dealt.groups, "partial_group": dealt.partial_group,
-            "remainder_rows": dealt.dropped, "validation_rows": int(len(rows.validation_rows)), "files": files,
-            "buckets": bucket_info}
+    return Written(rows_per_shard=dealt.rows_per_shard, groups=dealt.groups, partial_group=dealt.partial_group,
+                   remainder_rows=dealt.dropped, validation_rows=int(len(rows.validation_rows)), files=files,
+                   buckets=bucket_info)
 
 
-def _quality(plan: Plan, shards: ShardSet, family_info: dict | None, written: dict, label_counts) -> dict:
+def _quality(plan: Plan, shards: ShardSet, family_info: FamilyInfo | None, written: Written, label_counts) -> dict:
     cfg = plan.config
     with np.load(plan.work / "sample.npz", allow_pickle=False) as npz:
         sample = npz["x"]
@@ -178,7 +239,7 @@ def _quality(plan: Plan, shards: ShardSet, family_info: dict | None, written: di
     heads = [_batch_features(b, shards) for b in heads]
     out = {"group_tightness": quality.group_tightness(heads, sample, seed=cfg.seed)}
     if family_info:
-        out.update(written["buckets"])
+        out.update(written.buckets)
         out["knn_recall_at_10"] = quality.knn_recall(HashFamily.load(plan.staging / "family"), sample, seed=cfg.seed)
     if label_counts is not None:
         labels = [np.concatenate([b.column(shards.spec.label).to_numpy() for b in
@@ -194,34 +255,35 @@ def _batch_features(batch, shards: ShardSet) -> np.ndarray:
     return features_of(pa.Table.from_batches([batch]), shards.spec)
 
 
-def publish(plan: Plan, scanned: dict, family_info: dict | None, written: dict) -> dict:
+def publish(plan: Plan, scanned: Scanned, family_info: FamilyInfo | None, written: Written) -> Manifest:
     """Compute quality, move the staging folder into place and write manifest.json last."""
     cfg, ds = plan.config, plan.ds
-    files = written["files"]
-    shards = [{"index": i, "rows": written["rows_per_shard"][i],
-               "files": [_file_entry(f) for f in files if f["kind"] == "shard" and f["index"] == i]}
-              for i in range(cfg.workers)]
-    manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "source": {"uri": cfg.source, "fingerprint": ds.fingerprint(), "rows": ds.num_rows, "files": len(ds.files)},
-        "workers": cfg.workers, "order": cfg.order, "seed": cfg.seed, "remainder": cfg.remainder,
-        "rows_per_shard": written["rows_per_shard"], "groups": written["groups"],
-        "partial_group": written["partial_group"],
-        "columns": {"features": list(ds.spec.columns), "layout": ds.spec.layout, "dim": ds.spec.dim,
-                    "label": ds.spec.label, "schema": {f.name: str(f.type) for f in ds.schema}},
-        "label": None if scanned["label_counts"] is None else {
-            "column": ds.spec.label, "num_classes": len(scanned["label_counts"]), "counts": scanned["label_counts"]},
-        "family": family_info,
-        "validation": {"rows": written["validation_rows"], "fraction": cfg.validation_fraction,
-                       "files": [_file_entry(f) for f in files if f["kind"] == "validation"]},
-        "dropped": {"nonfinite_rows": scanned["nonfinite_rows"], "remainder_rows": written["remainder_rows"]},
-        "config": json.loads(cfg.model_dump_json()),
-    }
+
+    def entries(kind: str, index: int = 0) -> list[FileEntry]:
+        return [FileEntry(path=f.target.path, rows=f.rows, bytes=f.bytes, sha256=f.sha256) for f in written.files
+                if f.target.kind == kind and f.target.index == index]
+
+    counts = scanned.label_counts
+    manifest = Manifest(
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        source=SourceInfo(uri=cfg.source, fingerprint=ds.fingerprint(), rows=ds.num_rows, files=len(ds.files)),
+        workers=cfg.workers, order=cfg.order, seed=cfg.seed, remainder=cfg.remainder,
+        rows_per_shard=written.rows_per_shard, groups=written.groups, partial_group=written.partial_group,
+        row_group_rows=cfg.row_group_rows,
+        columns=Columns(features=list(ds.spec.columns), layout=ds.spec.layout, dim=ds.spec.dim, label=ds.spec.label,
+                        schema={f.name: str(f.type) for f in ds.schema}),
+        label=None if counts is None else LabelInfo(column=ds.spec.label, num_classes=len(counts), counts=counts),
+        family=family_info,
+        validation=Validation(rows=written.validation_rows, fraction=cfg.validation_fraction,
+                              files=entries("validation")),
+        dropped=Dropped(nonfinite_rows=scanned.nonfinite_rows, remainder_rows=written.remainder_rows),
+        config=json.loads(cfg.model_dump_json()),
+        shards=[ShardEntry(index=i, rows=written.rows_per_shard[i], files=entries("shard", i))
+                for i in range(cfg.workers)])
     # quality is measured on the staged files through the same reader users get
-    write_manifest(plan.staging, {**manifest, "shards": shards, "quality": {}})
-    manifest["quality"] = _quality(plan, ShardSet(plan.staging), family_info, written, scanned["label_counts"])
-    manifest["shards"] = shards
+    write_manifest(plan.staging, manifest)
+    measured = _quality(plan, ShardSet(plan.staging), family_info, written, counts)
+    manifest = manifest.model_copy(update={"quality": measured})
     (plan.staging / "manifest.json").unlink()
     shutil.rmtree(plan.work, ignore_errors=True)
     old = None
@@ -232,28 +294,28 @@ def publish(plan: Plan, scanned: dict, family_info: dict | None, written: dict) 
     write_manifest(plan.out, manifest)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-    log.info("published %d shards (%s rows) to %s", cfg.workers, written["rows_per_shard"], plan.out)
+    log.info("published %d shards (%s rows) to %s", cfg.workers, written.rows_per_shard, plan.out)
     return manifest
 
 
-def _file_entry(f: dict) -> dict:
-    return {"path": f["path"], "rows": f["rows"], "bytes": f["bytes"], "sha256": f["sha256"]}
-
-
-def build_shards(config: BuildConfig, *, progress: ProgressFn | None = None) -> dict:
-    """Run every step with a Dask client of its own; returns the manifest. Nothing is left behind on error."""
-    plan = prepare(config)
+def build_shards(config: BuildConfig, *, progress: ProgressFn | None = None,
+                 run_step: StepRunner = call_step) -> Manifest:
+    """Run every step on a Dask client of its own (``config.dask_address`` or a LocalCluster) and return the
+    manifest. ``run_step(name, fn, *args)`` runs each step (the Prefect flow makes each a task). Nothing is
+    left behind on error: the staging folder and any source chunks held in cluster memory are dropped."""
+    plan = run_step("prepare", prepare, config)
     try:
-        with dask_client(config.dask_address, n_workers=config.dask_workers,
-                         memory_limit=config.dask_memory_limit, local_directory=str(plan.work)) as client:
+        with dask_client(config.dask_address, n_workers=config.dask_workers, memory_limit=config.dask_memory_limit,
+                         local_directory=str(plan.work), dashboard=config.dask_dashboard) as client:
             try:
-                scanned = scan(plan, client, progress)
-                family_info = fit(plan, scanned)
-                written = bucket_and_write(plan, client, family_info, progress)
+                scanned = run_step("scan-and-sample", scan, plan, client, progress)
+                family_info = run_step("fit-family", fit, plan, scanned)
+                written = run_step("bucket-and-write", bucket_and_write, plan, client, family_info, progress)
             except BaseException:
-                discard(plan, client)
+                resident.release(client, plan.build_id)
                 raise
-        return publish(plan, scanned, family_info, written)
+        # the staging folder goes only after the cluster has closed: it holds the workers' scratch space
+        return run_step("publish", publish, plan, scanned, family_info, written)
     except BaseException:
         discard(plan)
         raise

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pipeline.deal import ORDERS
 from pipeline.families import FAMILIES
 from storage.dataset import DEFAULT_CHUNK_ROWS
+from storage.manifest import ROW_GROUP_ROWS
 
 
 class BuildConfig(BaseModel):
@@ -34,10 +35,14 @@ class BuildConfig(BaseModel):
     dask_address: str | None = Field(None, description="existing Dask scheduler (default: a LocalCluster)")
     dask_workers: int = Field(2, ge=1, description="LocalCluster worker processes (1 thread each)")
     dask_memory_limit: str = Field("auto", description="LocalCluster memory limit per worker, e.g. '4GiB'")
+    dask_dashboard: bool = Field(False, description="serve the LocalCluster's Dask dashboard on a loopback port "
+                                 "and log its URL")
     shuffle_method: Literal["auto", "tasks", "p2p"] = Field(
         "auto", description="Dask shuffle for the write pass: auto picks tasks (faster) when the data is under a "
         "quarter of the cluster's memory, else p2p (built for larger-than-memory data)")
     rows_per_part: int = Field(1_000_000, ge=1, description="a shard larger than this becomes a folder of parts")
+    row_group_rows: int = Field(ROW_GROUP_ROWS, ge=1, description="rows per Parquet row group of the shard files "
+                                "(the unit training reads and reshuffles)")
     chunk_rows: int = Field(DEFAULT_CHUNK_ROWS, ge=1, description="rows per Dask task when reading the source")
 
     @field_validator("workers")

@@ -18,15 +18,23 @@ ProgressFn = Callable[[str, int, int], None]  # (step, done, total)
 
 @contextlib.contextmanager
 def dask_client(address: str | None = None, *, n_workers: int = 2, threads_per_worker: int = 1,
-                memory_limit: str = "auto", local_directory: str | None = None) -> Iterator[Client]:
-    """Yield a client: to ``address`` when given, else to a LocalCluster on 127.0.0.1 closed on exit."""
+                memory_limit: str = "auto", local_directory: str | None = None,
+                dashboard: bool = False) -> Iterator[Client]:
+    """Yield a client: to ``address`` when given, else to a LocalCluster on 127.0.0.1 closed on exit. The
+    LocalCluster serves no dashboard unless ``dashboard`` (then on a free loopback port, URL logged)."""
     if address:
         with Client(address) as client:
+            log.info("Dask scheduler %s (existing cluster)", address)
             yield client
         return
+    # without a dashboard, Dask still serves its health/metrics routes: on a free loopback port, not 8787
     with LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
-                      host="127.0.0.1", dashboard_address="127.0.0.1:0", memory_limit=memory_limit,
-                      local_directory=local_directory) as cluster, Client(cluster) as client:
+                      host="127.0.0.1", dashboard_address="127.0.0.1:0" if dashboard else None,
+                      scheduler_kwargs=None if dashboard else {"dashboard_address": "127.0.0.1:0"},
+                      memory_limit=memory_limit, local_directory=local_directory) as cluster, \
+            Client(cluster) as client:
+        log.info("Dask LocalCluster: %d workers x %d thread(s), %s", n_workers, threads_per_worker,
+                 f"dashboard {client.dashboard_link}" if dashboard else "no dashboard (--dask-dashboard for one)")
         yield client
 
 
@@ -36,7 +44,7 @@ def gather_in_order(futures: list, *, step: str, progress: ProgressFn | None = N
     index = {f.key: i for i, f in enumerate(futures)}
     results: list = [None] * len(futures)
     try:
-        with tqdm(total=len(futures), desc=step, unit="task", leave=False) as bar:
+        with tqdm(total=len(futures), desc=step, unit="task", leave=False, disable=None) as bar:
             for done, future in enumerate(as_completed(futures), start=1):
                 results[index[future.key]] = future.result()
                 bar.update()

@@ -19,6 +19,8 @@ import dataclasses
 
 import numpy as np
 
+from storage import rng as rng_streams
+
 ORDERS = ("aligned", "stratified", "random", "contiguous")
 
 
@@ -66,7 +68,7 @@ def deal(*, source_row: np.ndarray, rank: np.ndarray | None, key: np.ndarray | N
     n = len(source_row)
     full, partial = divmod(n, workers)
     keep_partial = remainder == "keep" and partial > 0
-    rng = np.random.default_rng([seed, 7])
+    rng = rng_streams.group_order(seed)
     shard = np.full(n, -1, np.int64)
     pos = np.full(n, -1, np.int64)
 
@@ -84,7 +86,7 @@ def deal(*, source_row: np.ndarray, rank: np.ndarray | None, key: np.ndarray | N
             for i in range(workers):
                 mine = np.flatnonzero(shard == i)
                 # pos values of shard i are 0..len-1; permute them with the shard's own stream
-                pos[mine] = np.random.default_rng([seed, 8, i]).permutation(len(mine))[pos[mine]]
+                pos[mine] = rng_streams.stratify(seed, i).permutation(len(mine))[pos[mine]]
         return _finish(shard, pos, workers, full, partial if keep_partial else 0, 0 if keep_partial else partial)
 
     by_source = np.argsort(source_row, kind="stable")

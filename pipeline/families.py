@@ -23,6 +23,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from storage import rng as rng_streams
+
 FAMILIES = ("lsh", "pca", "itq", "kmeans")
 # Measured here (FAISS 1.15.1 generic build, one thread, d=64): flat assignment 435k rows/s at 1,024 cells and
 # 114k at 4,096, HNSW (M=32, efSearch=64) 28k and 15k. HNSW only pays off for far more cells.
@@ -129,7 +131,7 @@ class LSHFamily(SignFamily):
 
     @staticmethod
     def _fit(sample, size, seed):
-        rng = np.random.default_rng(seed)
+        rng = rng_streams.lsh_planes(seed)
         proj = rng.standard_normal((sample.shape[1], size)).astype(np.float32)
         mean = sample.mean(axis=0, dtype=np.float64).astype(np.float32)
         key_dir, key_offset = _top_direction(sample)

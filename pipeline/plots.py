@@ -8,19 +8,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def shard_stats_png(manifest: dict, path: Path) -> Path:
+def shard_stats_png(manifest, path: Path) -> Path:
     """Rows per shard and each shard's label-distribution distance from the whole."""
-    q = manifest["quality"]
+    q = manifest.quality
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    shards = range(manifest["workers"])
-    axes[0].bar(shards, manifest["rows_per_shard"], color="tab:blue")
+    shards = range(manifest.workers)
+    axes[0].bar(shards, manifest.rows_per_shard, color="tab:blue")
     axes[0].set(title="rows per shard", xlabel="shard")
     if q.get("label_distance"):
         axes[1].bar(shards, q["label_distance"], color="tab:orange")
     axes[1].set(title="label distance from the whole (TV)", xlabel="shard")
     tight = q.get("group_tightness")
-    fig.suptitle(f"{manifest['order']} / {(manifest['family'] or {}).get('name', '-')}: group tightness "
-                 f"{tight:.3f}" if tight is not None else manifest["order"])
+    fig.suptitle(f"{manifest.order} / {manifest.family.name if manifest.family else '-'}: group tightness "
+                 f"{tight:.3f}" if tight is not None else manifest.order)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

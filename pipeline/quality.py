@@ -11,6 +11,8 @@
 import faiss
 import numpy as np
 
+from storage import rng as rng_streams
+
 MAX_PAIR_FLOATS = 20_000_000
 KNN_BASE_ROWS = 20_000
 
@@ -39,7 +41,7 @@ def group_tightness(heads: list[np.ndarray], sample: np.ndarray, *, seed: int) -
     if m == 0 or len(sample) < len(heads):
         return None
     groups = np.stack([h[:m] for h in heads], axis=1)
-    rng = np.random.default_rng([seed, 11])
+    rng = rng_streams.quality_tuples(seed)
     random_tuples = sample[np.stack([rng.choice(len(sample), len(heads), replace=False) for _ in range(m)])]
     return float(mean_pairwise_distance(groups) / mean_pairwise_distance(random_tuples))
 
@@ -55,7 +57,7 @@ def knn_recall(family, sample: np.ndarray, *, queries: int = 1000, k: int = 10, 
     """Share of each query's ``k`` exact nearest neighbours (FAISS ``IndexFlatL2``) that share its bucket.
     Neighbours are searched among at most ``base`` sampled rows (the queries are drawn from them), which keeps
     the exact search under a second whatever the sample size."""
-    rng = np.random.default_rng([seed, 12])
+    rng = rng_streams.knn_queries(seed)
     if len(sample) > base:
         sample = sample[np.sort(rng.choice(len(sample), base, replace=False))]
     if len(sample) <= k:

@@ -6,13 +6,14 @@ is cut into files, row groups or Dask partitions (the same rows for any number o
 
 import numpy as np
 
+from storage import rng
+
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
-STREAM_VALIDATION = 1
-STREAM_SAMPLE = 2
-STREAM_QUALITY = 3
+STREAM_VALIDATION = rng.ROW_VALIDATION
+STREAM_SAMPLE = rng.ROW_SAMPLE
 
 
 def _mix(z: np.ndarray) -> np.ndarray:

@@ -73,7 +73,8 @@ def resolve_features(schema: pa.Schema, features: list[str] | None, label: str |
         if label not in names:
             raise InputError(f"label column {label!r} does not exist; columns are {names}")
         if not pa.types.is_integer(schema.field(label).type):
-            raise InputError(f"label column {label!r} has type {schema.field(label).type}; it must hold integer classes")
+            raise InputError(f"label column {label!r} has type {schema.field(label).type}; "
+                             "it must hold integer classes")
     if features:
         missing = [c for c in features if c not in names]
         if missing:

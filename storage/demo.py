@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage import rng as rng_streams
 from storage.errors import InputError
 
 BLOB_DEFAULTS = {"rows": 100_000, "dim": 32, "clusters": 10, "seed": 0}
@@ -61,7 +62,7 @@ def blob_centers(dim: int, clusters: int, seed: int) -> np.ndarray:
     """Cluster centres drawn N(0, (4 / sqrt(2 dim))^2) per coordinate, so that two centres lie about 4
     within-cluster standard deviations apart in any dimension: clusters overlap (the nearest-centre
     classifier, Bayes-optimal here, scores about 0.8 with 16 clusters in 64 dimensions)."""
-    rng = np.random.default_rng([seed, 1])
+    rng = rng_streams.demo_centres(seed)
     return rng.normal(0.0, 4.0 / np.sqrt(2 * dim), size=(clusters, dim))
 
 
@@ -72,7 +73,7 @@ def write_blobs(path: Path, *, rows: int, dim: int, clusters: int, seed: int) ->
     with pq.ParquetWriter(path, schema, use_dictionary=["label"]) as writer:
         for chunk, start in enumerate(range(0, rows, CHUNK_ROWS)):
             n = min(CHUNK_ROWS, rows - start)
-            rng = np.random.default_rng([seed, 2, chunk])
+            rng = rng_streams.demo_chunk(seed, chunk)
             y = rng.integers(0, clusters, size=n)
             x = (centers[y] + rng.standard_normal((n, dim))).astype(np.float32)
             writer.write_table(_table(x, y), row_group_size=min(n, 131_072))

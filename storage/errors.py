@@ -11,3 +11,7 @@ class InputError(SimshardError, ValueError):
 
 class ManifestError(SimshardError):
     """A shard set whose manifest is missing, invalid or does not match its files."""
+
+
+class TrainError(SimshardError):
+    """A training run failed in its processes: a rank did not join, crashed, or lost the parameter server."""

@@ -1,28 +1,137 @@
-"""``manifest.json``: the contract of a shard set. Written last; a reader refuses a folder without one.
+"""``manifest.json``: the contract of a shard set, as a pydantic model. Written last; a reader refuses a folder
+without a valid one.
 
-Fields (format_version 1): ``format``, ``format_version``, ``created``, ``source`` {uri, fingerprint, rows},
-``workers``, ``order``, ``seed``, ``remainder``, ``rows_per_shard``, ``groups``, ``partial_group``,
-``columns`` {features, layout, dim, label, schema}, ``label`` {column, num_classes, counts} or null,
-``family`` {name, size, params, arrays} or null, ``validation`` {rows, fraction, files}, ``dropped``
-{nonfinite_rows, remainder_rows}, ``quality`` {...}, ``shards`` [{index, rows, files: [{path, rows, bytes,
-sha256}]}]. Paths are relative to the shard folder, with ``/`` separators.
+A :class:`Manifest` checks its own consistency when it is loaded: one shard entry per worker, in order; each
+shard's row count equals the sum of its files' and ``rows_per_shard``; validation rows equal their files'.
+:func:`read_manifest` also checks every listed file against the disk: it exists, has the recorded size, and
+its Parquet footer holds the recorded row count (sha256 too with ``verify_checksums``). Paths are relative
+to the shard folder, with ``/`` separators.
+
+Row-group contract (``row_group_rows``): row group g of every shard file holds positions
+``[g * row_group_rows, (g + 1) * row_group_rows)`` of that file, so all shards of a set share one layout and
+differ at most in their last rows.
 """
 
 import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from storage.errors import ManifestError
 
 FORMAT = "simshard.shards"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-REQUIRED = ("format", "format_version", "workers", "order", "rows_per_shard", "columns", "shards", "validation")
+ROW_GROUP_ROWS = 65_536
 
 
 def shard_name(index: int, workers: int) -> str:
     return f"shard-{index:05d}-of-{workers:05d}"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class FileEntry(_Model):
+    path: str
+    rows: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+    sha256: str
+
+
+class ShardEntry(_Model):
+    index: int = Field(ge=0)
+    rows: int = Field(ge=0)
+    files: list[FileEntry]
+
+
+class SourceInfo(_Model):
+    uri: str
+    fingerprint: str
+    rows: int
+    files: int
+
+
+class Columns(_Model):
+    features: list[str]
+    layout: Literal["columns", "list"]
+    dim: int = Field(ge=1)
+    label: str | None
+    schema_: dict[str, str] = Field(alias="schema")
+
+
+class LabelInfo(_Model):
+    column: str
+    num_classes: int = Field(ge=1)
+    counts: list[int]
+
+
+class FamilyInfo(_Model):
+    name: str
+    size: int
+    params: str
+    arrays: str
+
+
+class Validation(_Model):
+    rows: int = Field(ge=0)
+    fraction: float
+    files: list[FileEntry]
+
+
+class Dropped(_Model):
+    nonfinite_rows: int = 0
+    remainder_rows: int = 0
+
+
+class Manifest(_Model):
+    """A shard set's manifest (format_version 1)."""
+
+    format: Literal["simshard.shards"] = FORMAT
+    format_version: Literal[1] = FORMAT_VERSION
+    created: str
+    source: SourceInfo
+    workers: int = Field(ge=1)
+    order: str
+    seed: int
+    remainder: str
+    rows_per_shard: list[int]
+    groups: int
+    partial_group: int
+    row_group_rows: int = ROW_GROUP_ROWS
+    columns: Columns
+    label: LabelInfo | None
+    family: FamilyInfo | None
+    validation: Validation
+    dropped: Dropped
+    config: dict[str, Any]
+    quality: dict[str, Any] = {}
+    shards: list[ShardEntry]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Manifest":
+        if len(self.shards) != self.workers or len(self.rows_per_shard) != self.workers:
+            raise ValueError(f"lists {len(self.shards)} shards and {len(self.rows_per_shard)} shard sizes for "
+                             f"{self.workers} workers")
+        for i, shard in enumerate(self.shards):
+            listed = sum(f.rows for f in shard.files)
+            if shard.index != i or shard.rows != self.rows_per_shard[i] or listed != shard.rows:
+                raise ValueError(f"shard {i} is inconsistent: index {shard.index}, rows {shard.rows}, "
+                                 f"rows_per_shard {self.rows_per_shard[i]}, its files hold {listed}")
+        if sum(f.rows for f in self.validation.files) != self.validation.rows:
+            raise ValueError("validation rows differ from the sum of its files' rows")
+        return self
+
+    def all_files(self) -> list[FileEntry]:
+        return [f for s in self.shards for f in s.files] + list(self.validation.files)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2, by_alias=True)
 
 
 def sha256_of(path: Path) -> str:
@@ -33,50 +142,57 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_manifest(folder: Path, manifest: dict) -> Path:
+def write_manifest(folder: Path, manifest: Manifest) -> Path:
     """Write ``manifest.json`` atomically (temporary file + rename)."""
     final = Path(folder) / MANIFEST
     tmp = final.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False, default=_json_default))
+    tmp.write_text(manifest.to_json())
     os.replace(tmp, final)
     return final
 
 
-def _json_default(obj):
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+def parse_manifest(text: str, *, where: Path) -> Manifest:
+    """Parse and validate manifest JSON; :class:`ManifestError` names ``where`` and the first problem."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{where} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ManifestError(f"{where} is not a simshard shard-set manifest (format is not {FORMAT!r})")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ManifestError(f"{where} has format_version {data.get('format_version')}; this simshard reads "
+                            f"{FORMAT_VERSION}")
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(map(str, err["loc"])) or "manifest"
+        raise ManifestError(f"{where} is invalid: {field}: {err['msg'].removeprefix('Value error, ')}; "
+                            "rebuild the shard set") from exc
 
 
-def read_manifest(folder: str | Path, *, verify_checksums: bool = False) -> dict:
-    """Load and validate a shard set's manifest; check every listed file exists with the recorded size.
-
-    Raises :class:`ManifestError` naming the folder and what is wrong."""
+def read_manifest(folder: str | Path, *, verify_checksums: bool = False) -> Manifest:
+    """Load and validate a shard set's manifest and check its files against the disk (exists, size, Parquet
+    row count; sha256 with ``verify_checksums``). Raises :class:`ManifestError` naming what is wrong."""
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
         raise ManifestError(f"{folder} is not a simshard shard set: {MANIFEST} is missing "
                             "(an interrupted build leaves none; rebuild with build_shards --overwrite)")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{path} is not valid JSON: {exc}") from exc
-    missing = [k for k in REQUIRED if k not in manifest]
-    if manifest.get("format") != FORMAT or missing:
-        raise ManifestError(f"{path} is not a simshard manifest (missing {missing or ['format']})")
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise ManifestError(f"{path} has format_version {manifest['format_version']}; this simshard reads "
-                            f"{FORMAT_VERSION}")
-    if len(manifest["shards"]) != manifest["workers"]:
-        raise ManifestError(f"{path} lists {len(manifest['shards'])} shards for {manifest['workers']} workers")
-    for entry in [f for s in manifest["shards"] for f in s["files"]] + manifest["validation"]["files"]:
-        file = folder / entry["path"]
+    manifest = parse_manifest(path.read_text(), where=path)
+    for entry in manifest.all_files():
+        file = folder / entry.path
         if not file.is_file():
-            raise ManifestError(f"{path} lists {entry['path']}, which is missing")
-        if file.stat().st_size != entry["bytes"]:
-            raise ManifestError(f"{file} has {file.stat().st_size} bytes, the manifest says {entry['bytes']}")
-        if verify_checksums and sha256_of(file) != entry["sha256"]:
+            raise ManifestError(f"{path} lists {entry.path}, which is missing")
+        size = file.stat().st_size
+        if size != entry.bytes:
+            raise ManifestError(f"{file} has {size} bytes, the manifest says {entry.bytes}; rebuild the shard set")
+        try:
+            rows = pq.ParquetFile(file).metadata.num_rows
+        except Exception as exc:  # noqa: BLE001 - any unreadable footer is the same problem for the user
+            raise ManifestError(f"{file} is not a readable Parquet file ({exc}); rebuild the shard set") from exc
+        if rows != entry.rows:
+            raise ManifestError(f"{file} holds {rows} rows, the manifest says {entry.rows}; rebuild the shard set")
+        if verify_checksums and sha256_of(file) != entry.sha256:
             raise ManifestError(f"{file} does not match its sha256 in the manifest")
     return manifest

@@ -14,9 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage.dataset import FeatureSpec, features_of
-from storage.manifest import read_manifest
-
-ROW_GROUP_ROWS = 65_536
+from storage.manifest import ROW_GROUP_ROWS, read_manifest
 
 
 def part_table(features: np.ndarray, labels: np.ndarray | None, source_row: np.ndarray,
@@ -33,10 +31,10 @@ def part_table(features: np.ndarray, labels: np.ndarray | None, source_row: np.n
     return pa.table(cols)
 
 
-def write_part(table: pa.Table, path: Path, *, label: str | None) -> dict:
+def write_part(table: pa.Table, path: Path, *, label: str | None, row_group_rows: int = ROW_GROUP_ROWS) -> dict:
     """Write ``table`` to ``path``; return {rows, bytes, sha256} of the written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path, use_dictionary=[label] if label else False, row_group_size=ROW_GROUP_ROWS,
+    pq.write_table(table, path, use_dictionary=[label] if label else False, row_group_size=row_group_rows,
                    compression="snappy")
     with open(path, "rb") as fh:  # just written, so read back from the page cache
         digest = hashlib.file_digest(fh, "sha256").hexdigest()
@@ -44,23 +42,23 @@ def write_part(table: pa.Table, path: Path, *, label: str | None) -> dict:
 
 
 class ShardSet:
-    """A validated shard set. ``manifest`` is the parsed manifest.json."""
+    """A validated shard set. ``manifest`` is its :class:`~storage.manifest.Manifest`."""
 
     def __init__(self, folder: str | Path, *, verify_checksums: bool = False):
         self.folder = Path(folder)
         self.manifest = read_manifest(self.folder, verify_checksums=verify_checksums)
-        cols = self.manifest["columns"]
-        self.spec = FeatureSpec(tuple(cols["features"]), cols["layout"], cols["dim"], cols["label"])
+        cols = self.manifest.columns
+        self.spec = FeatureSpec(tuple(cols.features), cols.layout, cols.dim, cols.label)
 
     @property
     def workers(self) -> int:
-        return self.manifest["workers"]
+        return self.manifest.workers
 
     def shard_files(self, index: int) -> list[Path]:
-        return [self.folder / f["path"] for f in self.manifest["shards"][index]["files"]]
+        return [self.folder / f.path for f in self.manifest.shards[index].files]
 
     def validation_files(self) -> list[Path]:
-        return [self.folder / f["path"] for f in self.manifest["validation"]["files"]]
+        return [self.folder / f.path for f in self.manifest.validation.files]
 
     def iter_batches(self, files: list[Path], *, batch_rows: int = 65_536, columns: list[str] | None = None
                      ) -> Iterator[pa.RecordBatch]:

@@ -1,5 +1,7 @@
 """The train parameters: one pydantic model shared by the CLI, the Prefect flow, the launcher and the simulator."""
 
+import dataclasses
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -10,6 +12,21 @@ DEFAULT_WINDOW = {"downpour": 5, "dynsgd": 5, "agn": 12, "adag": 12, "aeasgd": 3
                   "single": 1}
 DEFAULT_LOCAL = {"aeasgd": "sgd", "eamsgd": "momentum"}
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05, "momentum": 0.01}
+# default epochs: enough for about this many local steps per worker, within EPOCH_RANGE
+STEP_BUDGET = 400
+EPOCH_RANGE = (5, 100)
+COMMITS_PER_EPOCH = 4  # the default λ is capped so that every worker commits at least this often per epoch
+
+
+@dataclasses.dataclass(frozen=True)
+class RunLength:
+    """The resolved length of a run: ``epochs``, window ``window`` (λ) and local ``steps_per_epoch`` of the
+    smallest shard in use; ``reason`` says how defaults were chosen (logged)."""
+
+    epochs: int
+    window: int
+    steps_per_epoch: int
+    reason: str
 
 
 class TrainConfig(BaseModel):
@@ -17,18 +34,20 @@ class TrainConfig(BaseModel):
 
     shards: str = Field("./shards", description="shard folder written by build_shards")
     out: str = Field("./runs/latest", description="run folder for model, metrics, summary and plots")
-    optimizer: Literal["downpour", "agn", "adag", "dynsgd", "aeasgd", "eamsgd", "averaging", "single"] = Field(
+    optimizer: Literal[OPTIMIZERS] = Field(
         "agn", description="update rule (thesis names; dist-keras's ADAG class is AGN)")
     local_optimizer: Literal["sgd", "momentum", "adam"] | None = Field(
         None, description="worker step: adam, except sgd for aeasgd and Nesterov momentum for eamsgd")
     lr: float | None = Field(None, gt=0, description="local learning rate (default: adam 1e-3, sgd 0.05, "
                              "momentum 0.01)")
     window: int | None = Field(None, ge=1, description="communication window λ in local steps (default: "
-                               "downpour/dynsgd 5, agn/adag 12, (a)easgd/averaging 32)")
+                               "downpour/dynsgd 5, agn/adag 12, (a)easgd/averaging 32, capped so that a worker "
+                               "commits at least 4 times per epoch)")
     rho: float = Field(5.0, gt=0, description="elastic force ρ of (A)EASGD: α = ρ·lr")
     gamma: float = Field(1e-4, gt=0, description="ADAG's γ")
     batch_size: int = Field(32, ge=1, description="rows per local step")
-    epochs: int = Field(5, ge=1, description="passes over each shard")
+    epochs: int | None = Field(None, ge=1, description="passes over each shard (default: enough for about 400 "
+                               "local steps per worker, 5 to 100)")
     workers: int | None = Field(None, ge=1, description="workers n (default: one per shard; never more)")
     model: str | None = Field(None, description="module:factory returning a torch.nn.Module for "
                               "(input_dim, num_classes); default an MLP features -> 128 -> classes")
@@ -50,5 +69,29 @@ class TrainConfig(BaseModel):
     def resolved_lr(self) -> float:
         return self.lr or DEFAULT_LR[self.resolved_local()]
 
-    def resolved_window(self) -> int:
-        return self.window or DEFAULT_WINDOW[self.optimizer]
+    def default_window(self) -> int:
+        """The optimizer's dist-keras λ, before any cap."""
+        return DEFAULT_WINDOW[self.optimizer]
+
+    def run_length(self, *, shard_rows: int) -> RunLength:
+        """Epochs and λ for shards of at least ``shard_rows`` rows. Defaults follow the data: dist-keras's λ
+        assumes shards of thousands of steps, and on a small shard (the digits demo: 13 steps per epoch) λ=12
+        would mean one commit per worker per epoch; so λ is capped at a quarter of the steps per epoch, and
+        the epoch count gives every worker about STEP_BUDGET local steps."""
+        steps = max(1, math.ceil(shard_rows / self.batch_size))
+        notes = []
+        if self.optimizer == "single":
+            window = 1
+        elif self.window:
+            window = self.window
+        else:
+            window = min(self.default_window(), max(1, steps // COMMITS_PER_EPOCH))
+            if window < self.default_window():
+                notes.append(f"λ {window} ({self.optimizer}'s default {self.default_window()} capped at a quarter of "
+                             f"the {steps} steps a shard has per epoch)")
+        epochs = self.epochs
+        if epochs is None:
+            lo, hi = EPOCH_RANGE
+            epochs = min(hi, max(lo, math.ceil(STEP_BUDGET / steps)))
+            notes.append(f"{epochs} epochs (about {STEP_BUDGET} local steps of {steps} per epoch)")
+        return RunLength(epochs, window, steps, "; ".join(notes))

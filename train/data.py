@@ -1,9 +1,13 @@
 """Stream a worker's shard in queue order, one Parquet row group in memory at a time.
 
 Every epoch reshuffles with a seed made from (seed, epoch) that is the same on every worker: the order of
-row groups is permuted, then the rows inside each row group. All shards of a set share one row-group layout
-(they differ by at most one trailing row), and the permutation covers only the positions every shard has,
-so row k of every shard still meets at the same step. Extra trailing rows come last in their block.
+row groups is permuted, then the rows inside each row group, so row k of every shard still meets at the same
+step. The row-group contract that makes this hold (:mod:`storage.manifest`): every shard's files are cut
+and grouped the same way, so the row groups that start below the smallest shard's row count (the *shared*
+blocks) are the same on every shard, except that the last one may hold extra trailing rows. Only the shared
+blocks are permuted, by one permutation of their count; a block that starts at or beyond the smallest
+shard's end (a shard's extra row alone in a row group or a part file of its own) comes after them, and extra
+rows come last in their block.
 
 Resumable state: ``(epoch, sample)``, the number of rows of that epoch already consumed.
 """
@@ -16,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from storage import rng as rng_streams
 from storage.dataset import features_of
 from storage.shardset import ShardSet
 
@@ -25,7 +30,7 @@ class ShardStream:
 
     def __init__(self, shards: ShardSet, index: int, *, batch_size: int, seed: int):
         self.shards, self.index, self.batch_size, self.seed = shards, index, batch_size, seed
-        self.common_rows = min(shards.manifest["rows_per_shard"])
+        self.common_rows = min(shards.manifest.rows_per_shard)
         self.blocks: list[tuple[Path, int, int, int]] = []  # (file, row group, first position, rows)
         start = 0
         for f in shards.shard_files(index):
@@ -42,12 +47,14 @@ class ShardStream:
 
     def epoch_order(self, epoch: int) -> list[tuple[int, np.ndarray]]:
         """(block, row permutation inside it) in the order epoch ``epoch`` visits them."""
-        rng = np.random.default_rng([self.seed, epoch, 0])
+        shared = [b for b, (_, _, first, _) in enumerate(self.blocks) if first < self.common_rows]
+        tail = [b for b, (_, _, first, _) in enumerate(self.blocks) if first >= self.common_rows]
+        permuted = rng_streams.epoch_blocks(self.seed, epoch).permutation(len(shared))
         out = []
-        for b in rng.permutation(len(self.blocks)):
+        for b in [shared[i] for i in permuted] + tail:
             _, _, first, n = self.blocks[b]
             common = max(0, min(n, self.common_rows - first))
-            perm = np.random.default_rng([self.seed, epoch, 1, int(b)]).permutation(common)
+            perm = rng_streams.epoch_rows(self.seed, epoch, int(b)).permutation(common)
             out.append((int(b), np.concatenate([perm, np.arange(common, n)])))
         return out
 

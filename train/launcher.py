@@ -8,25 +8,27 @@ others; a parameter server that dies stops the run with an error.
 """
 
 import logging
+import math
 import multiprocessing as mp
 import os
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
-from storage.errors import SimshardError
+from tqdm.auto import tqdm
+
+from storage.errors import TrainError
 from train import session
 from train.config import TrainConfig
-from train.rpc import process_main
+from train.rpc import log_path, process_main
 from train.server import DEAD
 
+__all__ = ["TrainError", "launch"]
 log = logging.getLogger("simshard.launcher")
 LOOPBACK_ENV = {"TP_SOCKET_IFNAME": "lo", "GLOO_SOCKET_IFNAME": "lo"}
 WORKER_GRACE_S = 10.0
-
-
-class TrainError(SimshardError):
-    """The run failed: a rank did not join, or the parameter server died."""
+LOG_EVERY = 0.1  # log a progress line each time this share of the epochs has passed
 
 
 def launch(config: TrainConfig, *, on_started: Callable[[dict[str, int]], None] | None = None,
@@ -43,23 +45,29 @@ def launch(config: TrainConfig, *, on_started: Callable[[dict[str, int]], None] 
     init_method = f"file://{rendezvous}"
     status = ctx.Array("i", setup.workers)
     joined = ctx.Array("i", world)
-    epoch_done = ctx.Value("d", 0.0)  # the parameter server's progress, for progress reports from this process
+    stats = ctx.Array("d", [0.0, 0.0, math.nan])  # the parameter server's [epoch, clock, validation accuracy]
     saved_env = {k: os.environ.get(k) for k in LOOPBACK_ENV}
     os.environ.update({k: os.environ.get(k) or v for k, v in LOOPBACK_ENV.items()})
     procs = {"ps": ctx.Process(target=process_main, name="simshard-ps",
-                               args=("ps", config, -1, 0, world, init_method, status, joined, epoch_done))}
+                               args=("ps", config, -1, 0, world, init_method, status, joined, stats, setup.out))}
     for k in range(setup.workers):
-        procs[f"worker{k}"] = ctx.Process(target=process_main, name=f"simshard-worker{k}",
-                                          args=("worker", config, k, k + 1, world, init_method, status, joined, None))
+        procs[f"worker{k}"] = ctx.Process(target=process_main, name=f"simshard-worker{k}", args=(
+            "worker", config, k, k + 1, world, init_method, status, joined, None, setup.out))
+    log.info("training %s: parameter server + %d workers, %d epochs, λ %d; rank logs in %s", config.optimizer,
+             setup.workers, setup.epochs, setup.window, setup.out / "logs")
+    bar = tqdm(total=setup.epochs, desc="train", unit="epoch", leave=False, disable=None,
+               bar_format="{desc}: {n:.2f}/{total} epochs |{bar}| {postfix}")
     try:
         for p in procs.values():
             p.start()
-        _wait_joined(procs, joined, config.join_timeout)
+        _wait_joined(procs, joined, config.join_timeout, setup.out)
         if on_started:
             on_started({name: p.pid for name, p in procs.items()})
-        _supervise(procs, status, lambda: progress and progress("train", epoch_done.value, config.epochs))
+        report = _Progress(setup.epochs, stats, bar, progress)
+        _supervise(procs, status, report, setup.out)
         return _read_summary(setup)
     finally:
+        bar.close()
         _stop_all(procs)
         for k, v in saved_env.items():
             if v is None:
@@ -67,14 +75,49 @@ def launch(config: TrainConfig, *, on_started: Callable[[dict[str, int]], None] 
         rendezvous.unlink(missing_ok=True)
 
 
-def _wait_joined(procs: dict, joined, timeout: float) -> None:
+class _Progress:
+    """Moves the terminal bar, logs a line every LOG_EVERY of the run and feeds the caller's progress."""
+
+    def __init__(self, epochs: int, stats, bar, progress):
+        self.epochs, self.stats, self.bar, self.progress = epochs, stats, bar, progress
+        self.logged = 0
+
+    def __call__(self) -> None:
+        epoch, clock, accuracy = self.stats[:]
+        self.bar.n = min(epoch, self.epochs)
+        self.bar.set_postfix_str(f"{int(clock)} commits, validation accuracy {accuracy:.3f}")
+        step = math.floor(epoch / self.epochs / LOG_EVERY)
+        if step > self.logged and accuracy == accuracy:
+            self.logged = step
+            log.info("epoch %.1f/%d: %d commits, validation accuracy %.4f", epoch, self.epochs, clock, accuracy)
+        if self.progress:
+            self.progress("train", min(epoch, self.epochs), self.epochs)
+
+
+def last_log_line(out: Path, name: str) -> str:
+    """The last line a rank logged (its error, when it failed), or '' when it logged nothing."""
+    role, k = ("ps", -1) if name == "ps" else ("worker", int(name.removeprefix("worker")))
+    try:
+        lines = [ln.strip() for ln in log_path(out, role, k).read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def _exited(name: str, code: int, out: Path, when: str) -> TrainError:
+    last = last_log_line(out, name)
+    return TrainError(f"{name} exited with code {code} {when}" + (f": {last}" if last else "") +
+                      f" (logs in {out / 'logs'})")
+
+
+def _wait_joined(procs: dict, joined, timeout: float, out: Path) -> None:
     deadline = time.monotonic() + timeout
     names = list(procs)
     while not all(joined[:]):
         for rank, name in enumerate(names):
             p = procs[name]
             if p.exitcode is not None and not joined[rank]:
-                raise TrainError(f"{name} exited with code {p.exitcode} before joining the RPC group")
+                raise _exited(name, p.exitcode, out, "before joining the RPC group")
         if time.monotonic() > deadline:
             missing = [names[r] for r in range(len(names)) if not joined[r]]
             raise TrainError(f"rank(s) {', '.join(missing)} did not join within {timeout:.0f} s "
@@ -82,17 +125,18 @@ def _wait_joined(procs: dict, joined, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def _supervise(procs: dict, status, report_progress) -> None:
+def _supervise(procs: dict, status, report_progress, out: Path) -> None:
     ps = procs["ps"]
     workers = [procs[f"worker{k}"] for k in range(len(procs) - 1)]
     last_report = 0.0
     while ps.exitcode is None:
-        if time.monotonic() - last_report > 1.0:
+        if time.monotonic() - last_report > 0.5:
             report_progress()
             last_report = time.monotonic()
         for k, p in enumerate(workers):
             if p.exitcode not in (None, 0) and status[k] != DEAD:
-                log.warning("worker %d exited with code %s", k, p.exitcode)
+                log.warning("worker %d exited with code %s; training goes on with the others (%s)", k, p.exitcode,
+                            last_log_line(out, f"worker{k}") or "no log line")
                 status[k] = DEAD
         time.sleep(0.05)
     if ps.exitcode != 0:

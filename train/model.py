@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from storage.errors import InputError
+
 
 def default_mlp(input_dim: int, num_classes: int, hidden: int = 128) -> nn.Module:
     """features -> hidden (ReLU) -> classes; trained with cross-entropy."""
@@ -19,15 +21,24 @@ def build_model(spec: str | None, *, input_dim: int, num_classes: int, seed: int
     if spec is None:
         return default_mlp(input_dim, num_classes)
     module_name, _, attr = spec.partition(":")
-    if not attr:
-        raise ValueError(f"--model {spec!r}: expected module:factory")
+    if not module_name or not attr:
+        raise InputError(f"--model {spec}: expected module:factory, e.g. mypackage.models:make_model")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"--model {spec!r}: cannot load it ({exc})") from exc
-    model = factory(input_dim, num_classes)
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InputError(f"--model {spec}: cannot import module {module_name!r} ({exc}); check the name and "
+                         "that it is importable here") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise InputError(f"--model {spec}: module {module_name!r} has no callable {attr!r}")
+    try:
+        model = factory(input_dim, num_classes)
+    except Exception as exc:  # noqa: BLE001 - a failing user factory is bad input, named as such
+        raise InputError(f"--model {spec}: {attr}(input_dim={input_dim}, num_classes={num_classes}) failed: "
+                         f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(model, nn.Module):
-        raise ValueError(f"--model {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+        raise InputError(f"--model {spec}: {attr}({input_dim}, {num_classes}) returned {type(model).__name__}, "
+                         "not a torch.nn.Module")
     return model
 
 

@@ -8,45 +8,48 @@ MASTER_ADDR:MASTER_PORT (use 127.0.0.1 for a one-machine test); set TP_SOCKET_IF
 ranks should talk over. A worker that stays silent for --worker-timeout seconds is declared dead.
 """
 
-import logging
 import os
 import sys
 
-from flows.train import parse_config
+from storage import cli
 from storage.errors import InputError
 from train import rpc, session
+from train.config import TrainConfig
+
+
+def rank_from_env() -> tuple[int, int, str, int]:
+    """(rank, world size, master address, master port) from torchrun-compatible variables."""
+    try:
+        return (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), os.environ["MASTER_ADDR"],
+                int(os.environ["MASTER_PORT"]))
+    except (KeyError, ValueError) as exc:
+        raise InputError(f"set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT (torchrun-compatible); "
+                         f"{exc} is missing or not a number") from None
 
 
 def main(argv=None) -> int:
-    try:
-        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
-    except (KeyError, ValueError) as exc:
-        print(f"error: set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT (torchrun-compatible): {exc}",
-              file=sys.stderr)
-        return 2
-    config = parse_config(argv, prog="python -m train.node")
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(message)s")
-    init_method = f"tcp://{addr}:{port}"
-    try:
+    parser = cli.model_parser(TrainConfig, prog="python -m train.node", description=(
+        "Run one rank of a training run (rank 0: parameter server; rank k+1: worker k) from torchrun-compatible "
+        "RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT."))
+    values, common = cli.split_common(parser.parse_args(argv))
+    cli.configure_logging(common.log_level)
+
+    def command() -> int:
+        rank, world, addr, port = rank_from_env()
+        config = TrainConfig(**values)
         setup = session.prepare(config, create_out=rank == 0)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if world != setup.workers + 1:
-        print(f"error: WORLD_SIZE={world}, but this run has {setup.workers} workers + 1 parameter server",
-              file=sys.stderr)
-        return 2
-    if rank == 0:
-        summary = rpc.serve(config, rank=0, world_size=world, init_method=init_method)
-        print(f"final accuracy {summary['final_accuracy']:.4f}; outputs in {config.out}")
-    else:
-        try:
+        if world != setup.workers + 1:
+            raise InputError(f"WORLD_SIZE={world}, but this run has {setup.workers} workers + 1 parameter server; "
+                             f"set WORLD_SIZE={setup.workers + 1} or --workers {world - 1}")
+        init_method = f"tcp://{addr}:{port}"
+        if rank == 0:
+            summary = rpc.serve(config, rank=0, world_size=world, init_method=init_method)
+            print(f"final accuracy {summary['final_accuracy']:.4f}; outputs in {config.out}")
+        else:
             rpc.work(config, rank - 1, rank=rank, world_size=world, init_method=init_method)
-        except SystemExit as exc:
-            print(exc, file=sys.stderr)
-            return 1
-    return 0
+        return 0
+
+    return cli.run(command, debug=common.debug)
 
 
 if __name__ == "__main__":

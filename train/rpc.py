@@ -7,6 +7,7 @@ others. RPC has no authentication: ranks bind to loopback unless the user points
 """
 
 import logging
+import os
 import queue
 import sys
 import threading
@@ -15,6 +16,8 @@ import time
 import torch
 import torch.distributed.rpc as rpc
 
+from storage import cli
+from storage.errors import TrainError
 from train import session
 from train.config import TrainConfig
 from train.server import DEAD, RUNNING
@@ -136,25 +139,49 @@ def work(config: TrainConfig, k: int, *, rank: int, world_size: int, init_method
                 return
             request = program.send(answer)
     except RuntimeError as exc:
-        raise SystemExit(f"worker {k}: lost the parameter server ({str(exc).splitlines()[0]})") from None
+        raise TrainError(f"worker {k}: lost the parameter server ({str(exc).splitlines()[0]})") from None
     finally:
         rpc.shutdown(graceful=False)
 
 
+def log_path(out, role: str, k: int):
+    """Where a rank started by the launcher writes its log (and anything the libraries print)."""
+    return out / "logs" / f"{role}{'' if k < 0 else k}.log"
+
+
+def _redirect_output(path) -> None:
+    """Send this process's stdout and stderr (C++ warnings included) to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def process_main(role: str, config: TrainConfig, k: int, rank: int, world_size: int, init_method: str,
-                 status, joined, epoch_done) -> None:
-    """Entry point of a spawned rank (the launcher's child processes)."""
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {role}{'' if k < 0 else k} %(message)s")
+                 status, joined, stats, out) -> None:
+    """Entry point of a spawned rank (the launcher's child processes). Unless ``SIMSHARD_LOG_LEVEL`` is debug,
+    everything the rank prints goes to ``out/logs/ROLE.log``; the launcher shows progress and errors.
+    ``stats`` (parameter server only): shared [epoch, clock, validation accuracy] for the launcher's bar."""
+    verbose = os.environ.get("SIMSHARD_LOG_LEVEL") == "debug"
+    if not verbose:
+        _redirect_output(log_path(out, role, k))
+        cli.quiet_libraries()
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s {role}{'' if k < 0 else k} %(levelname)s %(name)s %(message)s")
     try:
         if role == "ps":
-            def progress(_step, epoch, _total):
-                epoch_done.value = epoch
+            def progress(_step, epoch, _total, *, clock=0, accuracy=float("nan")):
+                stats[0], stats[1], stats[2] = epoch, clock, accuracy
             serve(config, rank=rank, world_size=world_size, init_method=init_method, status=status, joined=joined,
                   progress=progress)
         else:
             work(config, k, rank=rank, world_size=world_size, init_method=init_method, joined=joined)
-    except SystemExit as exc:
-        print(exc, file=sys.stderr, flush=True)
+    except TrainError as exc:
+        log.error("%s", exc)
         sys.exit(1)
-
-
+    except Exception:
+        log.exception("%s%s failed", role, "" if k < 0 else k)
+        sys.exit(1)

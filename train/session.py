@@ -8,9 +8,9 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from storage import rng as rng_streams
 from storage.errors import InputError, ManifestError
 from storage.shardset import ShardSet
 from train import report
@@ -33,6 +33,8 @@ class Setup:
     input_dim: int
     num_classes: int
     train_rows: int
+    epochs: int
+    window: int
     eval_every: int
     checkpoint_every: int
 
@@ -40,40 +42,61 @@ class Setup:
 def check_run_folder(config: TrainConfig) -> Path:
     """The run folder; refuses an existing non-empty one unless --overwrite or --resume."""
     out = Path(config.out).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"run folder {out} exists and is not a folder; choose another --out")
     if out.exists() and any(out.iterdir()) and not (config.resume or config.overwrite):
         raise InputError(f"run folder {out} already exists; pass --overwrite or --resume")
     return out
 
 
 def prepare(config: TrainConfig, *, create_out: bool = True) -> Setup:
-    """Validate the shard set against the request; create the run folder (unless in a child process)."""
+    """Validate the shard set and the model against the request; create the run folder (unless in a child
+    process, which joins the folder its launcher made)."""
     try:
         shards = ShardSet(config.shards)
     except ManifestError as exc:
         raise InputError(str(exc)) from exc
     m = shards.manifest
-    if m["label"] is None:
+    if m.label is None:
         raise InputError(f"{config.shards}: the shards have no label column; rebuild them with --label")
-    if not m["validation"]["rows"]:
+    if not m.validation.rows:
         raise InputError(f"{config.shards}: the shards have no validation rows; rebuild with --validation-fraction")
     single = config.optimizer == "single"
-    workers = config.workers or m["workers"]
-    if workers > m["workers"]:
-        raise InputError(f"--workers {workers} is more than the {m['workers']} shards in {config.shards}")
+    workers = config.workers or m.workers
+    if workers > m.workers:
+        raise InputError(f"--workers {workers} is more than the {m.workers} shards in {config.shards}; "
+                         f"pass --workers {m.workers} or fewer, or rebuild with more shards")
+    check_model(config.model, input_dim=m.columns.dim, num_classes=m.label.num_classes)
     out = Path(config.out).expanduser().absolute()
-    if create_out:  # child processes join a run folder the launcher already made
+    if create_out:
         check_run_folder(config)
         if out.exists() and config.overwrite and not config.resume:
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
-    train_rows = sum(m["rows_per_shard"][:workers])
-    window = 1 if single else config.resolved_window()
-    per_epoch = train_rows / config.batch_size / window
+    train_rows = sum(m.rows_per_shard[:workers])
+    plan = config.run_length(shard_rows=train_rows if single else min(m.rows_per_shard[:workers]))
+    if plan.reason and create_out:
+        log.info("defaults for these shards: %s", plan.reason)
+    per_epoch = train_rows / config.batch_size / plan.window
     if config.optimizer == "averaging":
         per_epoch /= workers
     eval_every = config.eval_every or max(1, round(per_epoch / 8))
-    return Setup(config, shards, 1 if single else workers, out, m["columns"]["dim"], m["label"]["num_classes"],
-                 train_rows, eval_every, config.checkpoint_every or 10 * eval_every)
+    return Setup(config, shards, 1 if single else workers, out, m.columns.dim, m.label.num_classes,
+                 train_rows, plan.epochs, plan.window, eval_every, config.checkpoint_every or 10 * eval_every)
+
+
+def check_model(spec: str | None, *, input_dim: int, num_classes: int) -> None:
+    """Build the model and run a batch of two rows: it must give one logit per class."""
+    model = build_model(spec, input_dim=input_dim, num_classes=num_classes, seed=0)
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, input_dim))
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's model is reported the same way
+        raise InputError(f"--model {spec}: a batch of shape (2, {input_dim}) fails: {exc}") from exc
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise InputError(f"--model {spec}: a batch of 2 rows gives {shape}; training needs (2, {num_classes}), "
+                         "one logit per class")
 
 
 class AllRowsStream:
@@ -87,7 +110,7 @@ class AllRowsStream:
         return len(self.y)
 
     def batches(self, epoch: int, start_sample: int = 0):
-        order = torch.from_numpy(np.random.default_rng([self.seed, epoch, 2]).permutation(len(self.y)))
+        order = torch.from_numpy(rng_streams.epoch_all_rows(self.seed, epoch).permutation(len(self.y)))
         for s in range(start_sample, len(order), self.batch_size):
             idx = order[s:s + self.batch_size]
             yield self.x[idx], self.y[idx]
@@ -102,7 +125,7 @@ def worker(setup: Setup, k: int):
     """Worker k's program (a generator; see :mod:`train.worker`)."""
     cfg = setup.config
     model = new_model(setup)
-    torch.manual_seed(cfg.seed * 1000 + k + 1)
+    torch.manual_seed(rng_streams.worker_torch_seed(cfg.seed, k))
     if cfg.optimizer == "single":
         stream = AllRowsStream(setup.shards, batch_size=cfg.batch_size, seed=cfg.seed)
         rule, window = make_rule("downpour", lr=cfg.resolved_lr()), 1  # λ=1 with one worker: plain training
@@ -110,7 +133,7 @@ def worker(setup: Setup, k: int):
         stream = ShardStream(setup.shards, k, batch_size=cfg.batch_size, seed=cfg.seed)
         rule = None if cfg.optimizer == "averaging" else make_rule(cfg.optimizer, lr=cfg.resolved_lr(),
                                                                      rho=cfg.rho, gamma=cfg.gamma)
-        window = cfg.resolved_window()
+        window = setup.window
     optimizer = make_local_optimizer(cfg.resolved_local(), model, cfg.resolved_lr())
     state_file = setup.out / f"worker-{k}-optimizer.pt"
     if cfg.resume and state_file.is_file():
@@ -126,7 +149,7 @@ def worker(setup: Setup, k: int):
             os.replace(tmp, state_file)
         last[0] = period
 
-    return worker_program(rule=rule, model=model, optimizer=optimizer, stream=stream, epochs=cfg.epochs,
+    return worker_program(rule=rule, model=model, optimizer=optimizer, stream=stream, epochs=setup.epochs,
                           window=window, on_commit=checkpoint_optimizer)
 
 
@@ -147,7 +170,7 @@ class Monitor:
                            "loss": loss, "accuracy": acc})
         log.info("commit %d  epoch %.2f  validation loss %.4f  accuracy %.4f", clock, epoch, loss, acc)
         if self.progress:
-            self.progress("train", min(epoch, self.setup.config.epochs), self.setup.config.epochs)
+            self.progress("train", min(epoch, self.setup.epochs), self.setup.epochs, clock=clock, accuracy=acc)
         if clock % self.setup.checkpoint_every == 0:
             self.checkpoint()
 
@@ -188,13 +211,13 @@ def finish(setup: Setup, ps: ParameterServer, monitor: Monitor, *, wall_seconds:
     if not monitor.evals or monitor.evals[-1]["commit"] != ps.clock:
         monitor(ps.clock, ps.epoch, ps.centre.clone())
     monitor.checkpoint()
-    rows = setup.shards.manifest["rows_per_shard"]
-    planned = [rows[k] * cfg.epochs for k in range(setup.workers)] if cfg.optimizer != "single" \
-        else [setup.train_rows * cfg.epochs]
+    rows = setup.shards.manifest.rows_per_shard
+    planned = [rows[k] * setup.epochs for k in range(setup.workers)] if cfg.optimizer != "single" \
+        else [setup.train_rows * setup.epochs]
     unseen = sum(max(0, p - s) for p, s in zip(planned, ps.samples))
     dead = [k for k, s in enumerate(ps.status) if s == 2]
     df = report.metrics_frame(ps.records, monitor.evals)
-    summary = report.summarize(df, optimizer=cfg.optimizer, workers=setup.workers, epochs=cfg.epochs,
+    summary = report.summarize(df, optimizer=cfg.optimizer, workers=setup.workers, epochs=setup.epochs,
                                target=cfg.target_accuracy, unseen_rows=unseen, dead_workers=dead,
                                wall_seconds=wall_seconds)
     summary["auc"] = report.auc(df)

@@ -10,9 +10,12 @@ Time in ``metrics.parquet`` is logical (serving events), so the same seed gives 
 
 import sys
 import time
+from typing import Literal
 
-import numpy as np
+from pydantic import Field
 
+from storage import cli
+from storage import rng as rng_streams
 from train import session
 from train.config import TrainConfig
 from train.worker import Average, Commit, Done, Pull
@@ -31,7 +34,7 @@ def simulate(config: TrainConfig, *, schedule: str = "round-robin", progress=Non
     pending = {k: next(p) for k, p in enumerate(programs)}
     blocked: dict = {}
     active = list(range(setup.workers))
-    rng = np.random.default_rng([config.seed, 99])
+    rng = rng_streams.simulator_schedule(config.seed)
     turn = 0
     wall = time.perf_counter()
 
@@ -76,17 +79,31 @@ def simulate(config: TrainConfig, *, schedule: str = "round-robin", progress=Non
     return session.finish(setup, ps, monitor, wall_seconds=time.perf_counter() - wall, plots=plots)
 
 
-def main(argv=None) -> int:
-    import argparse
+class SimulateConfig(TrainConfig):
+    """The train options plus the staleness schedule."""
 
-    from flows.train import parse_config
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--schedule", choices=SCHEDULES, default="round-robin")
-    known, rest = pre.parse_known_args(argv)
-    config = parse_config(rest, prog="python -m train.simulate")
-    summary = simulate(config, schedule=known.schedule)
-    print({k: summary[k] for k in ("optimizer", "workers", "final_accuracy", "epochs_to_target", "mean_staleness")})
-    return 0
+    schedule: Literal["round-robin", "random"] = Field("round-robin", description="which worker runs next: "
+                                                       "round-robin (staleness n - 1) or seeded random")
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(**self.model_dump(exclude={"schedule"}))
+
+
+def main(argv=None) -> int:
+    parser = cli.model_parser(SimulateConfig, prog="python -m train.simulate", description=(
+        "Simulate N asynchronous workers in one process, deterministically (same seed, same metrics)."))
+    values, common = cli.split_common(parser.parse_args(argv))
+    cli.configure_logging(common.log_level)
+
+    def command() -> int:
+        config = SimulateConfig(**values)
+        summary = simulate(config.train_config(), schedule=config.schedule)
+        print(f"simulated {summary['optimizer']} with {summary['workers']} workers ({config.schedule}): final "
+              f"accuracy {summary['final_accuracy']:.4f}, epochs to target {summary['epochs_to_target']}, "
+              f"mean staleness {summary['mean_staleness']}; outputs in {config.out}")
+        return 0
+
+    return cli.run(command, debug=common.debug)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ def test_flow_runs_and_reports_artifacts(prefect_server, tmp_path):
     from pipeline.config import BuildConfig
 
     manifest = build_shards(config=BuildConfig(out=str(tmp_path / "s"), workers=4, family="kmeans"))
-    assert ShardSet(tmp_path / "s").manifest["rows_per_shard"] == manifest["rows_per_shard"]
+    assert ShardSet(tmp_path / "s").manifest.rows_per_shard == manifest.rows_per_shard
     assert (tmp_path / "s" / "shard_stats.png").stat().st_size > 1000
     table = Artifact.get("build-shards-quality")
     assert table is not None and "group_tightness" in table.data

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from train.stats import mean_ci
+from experiment.stats import mean_ci
 
 
 def test_quick_experiment_table_and_intervals(prefect_server, tmp_path):

@@ -34,7 +34,7 @@ def test_build_on_a_separately_started_dask_cluster(tmp_path):
         assert len(executed) == 2 and all(n > 0 for n in executed.values()), executed
         shards = ShardSet(tmp_path / "s")
         rows = np.concatenate([shards.read_shard(i)[2] for i in range(3)] + [shards.read_validation()[2]])
-        assert len(np.unique(rows)) == 20000 == manifest["source"]["rows"]
+        assert len(np.unique(rows)) == 20000 == manifest.source.rows
     finally:
         for p in procs:
             p.terminate()

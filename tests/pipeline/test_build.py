@@ -6,7 +6,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from distributed import Client
 
 from pipeline import resident
@@ -33,9 +32,9 @@ def digits_aligned(tmp_path_factory, dask_address):
 def test_every_source_row_lands_exactly_once(digits_aligned):
     manifest, shards = digits_aligned
     rows = np.concatenate([shards.read_shard(i)[2] for i in range(4)] + [shards.read_validation()[2]])
-    assert len(rows) == len(np.unique(rows)) == manifest["source"]["rows"] == 1797
-    assert sum(manifest["rows_per_shard"]) + manifest["validation"]["rows"] == 1797
-    assert 120 < manifest["validation"]["rows"] < 240  # seeded 10 %
+    assert len(rows) == len(np.unique(rows)) == manifest.source.rows == 1797
+    assert sum(manifest.rows_per_shard) + manifest.validation.rows == 1797
+    assert 120 < manifest.validation.rows < 240  # seeded 10 %
 
 
 def test_rows_keep_their_features_and_labels(digits_aligned):
@@ -57,10 +56,10 @@ def test_row_k_of_every_shard_comes_from_the_same_group(digits_aligned):
     bucket, key = family.encode(x)
     sequence = np.lexsort((rows, key, family.rank(bucket)))
     group_of_row = dict(zip(rows[sequence].tolist(), (np.arange(len(rows)) // 4).tolist()))
-    n = min(manifest["rows_per_shard"])
+    n = min(manifest.rows_per_shard)
     groups = np.array([[group_of_row[r] for r in p[2][:n]] for p in parts])
     assert (groups == groups[0]).all()
-    assert manifest["groups"] == n and manifest["partial_group"] == sum(manifest["rows_per_shard"]) % 4
+    assert manifest.groups == n and manifest.partial_group == sum(manifest.rows_per_shard) % 4
 
 
 def test_aligned_order_mixes_buckets_within_a_batch(digits_aligned):
@@ -82,10 +81,10 @@ def test_aligned_order_mixes_buckets_within_a_batch(digits_aligned):
 def test_aligned_groups_are_tighter_than_random(digits_aligned, tmp_path, dask_address):
     aligned, _ = digits_aligned
     random, _ = build(tmp_path, dask_address, workers=4, order="random", seed=5)
-    assert aligned["quality"]["group_tightness"] < 0.8
-    assert 0.85 < random["quality"]["group_tightness"] < 1.15
-    assert aligned["quality"]["knn_recall_at_10"] > 0.5
-    assert random["family"] is None
+    assert aligned.quality["group_tightness"] < 0.8
+    assert 0.85 < random.quality["group_tightness"] < 1.15
+    assert aligned.quality["knn_recall_at_10"] > 0.5
+    assert random.family is None
 
 
 def test_same_seed_gives_identical_files_whatever_the_shuffle(digits_aligned, tmp_path, dask_address,
@@ -96,7 +95,7 @@ def test_same_seed_gives_identical_files_whatever_the_shuffle(digits_aligned, tm
                      shuffle_method="p2p", chunk_rows=500)
     monkeypatch.undo()
     other, _ = build(tmp_path, dask_address, "other", workers=4, family="kmeans", order="aligned", seed=6)
-    digest = lambda m: [f["sha256"] for s in m["shards"] for f in s["files"]]  # noqa: E731
+    digest = lambda m: [f.sha256 for s in m.shards for f in s.files]  # noqa: E731
     assert digest(first) == digest(again)
     assert digest(first) != digest(other)
 
@@ -111,12 +110,12 @@ def test_sign_families_on_a_multi_file_source_with_part_folders(family, tmp_path
                       row_group_size=700)
     manifest, shards = build(tmp_path, dask_address, source=str(src), workers=3, family=family,
                              rows_per_part=700, chunk_rows=1000, remainder="drop", validation_fraction=0.2)
-    assert len(set(manifest["rows_per_shard"])) == 1 and manifest["dropped"]["remainder_rows"] < 3
-    assert all(len(s["files"]) > 1 and s["files"][0]["path"].startswith(f"shard-{s['index']:05d}-of-00003/")
-               for s in manifest["shards"])
+    assert len(set(manifest.rows_per_shard)) == 1 and manifest.dropped.remainder_rows < 3
+    assert all(len(s.files) > 1 and s.files[0].path.startswith(f"shard-{s.index:05d}-of-00003/")
+               for s in manifest.shards)
     rows = np.concatenate([shards.read_shard(i)[2] for i in range(3)] + [shards.read_validation()[2]])
-    assert len(np.unique(rows)) == 6000 - manifest["dropped"]["remainder_rows"]
-    assert manifest["quality"]["group_tightness"] < 0.8
+    assert len(np.unique(rows)) == 6000 - manifest.dropped.remainder_rows
+    assert manifest.quality["group_tightness"] < 0.8
 
 
 def test_list_column_features_and_contiguous_order(tmp_path, dask_address):
@@ -125,7 +124,7 @@ def test_list_column_features_and_contiguous_order(tmp_path, dask_address):
     pq.write_table(pa.table({"emb": emb, "label": y}), tmp_path / "emb.parquet")
     manifest, shards = build(tmp_path, dask_address, source=str(tmp_path / "emb.parquet"), workers=2,
                              order="contiguous", validation_fraction=0.0)
-    assert manifest["columns"]["layout"] == "list" and manifest["columns"]["features"] == ["emb"]
+    assert manifest.columns.layout == "list" and manifest.columns.features == ["emb"]
     got_x, _, rows = shards.read_shard(1)
     assert (np.diff(rows) == 1).all() and rows[0] == 500
     np.testing.assert_array_equal(got_x, x[rows])
@@ -137,7 +136,7 @@ def test_nan_rows_dropped_and_counted(tmp_path, dask_address):
     x[20, 2] = np.inf
     write_parquet(tmp_path / "nan.parquet", x, y)
     manifest, shards = build(tmp_path, dask_address, source=str(tmp_path / "nan.parquet"), workers=2, nan="drop")
-    assert manifest["dropped"]["nonfinite_rows"] == 4
+    assert manifest.dropped.nonfinite_rows == 4
     rows = np.concatenate([shards.read_shard(i)[2] for i in range(2)] + [shards.read_validation()[2]])
     assert len(rows) == 496 and not set(rows) & {3, 10, 11, 20}
 
@@ -159,7 +158,7 @@ def test_source_held_in_cluster_memory_is_released(tmp_path, dask_address):
         assert not client.list_datasets()
         manifest, _ = build(tmp_path, dask_address, source=str(tmp_path / "nan.parquet"), workers=2, nan="drop",
                             chunk_rows=500)
-        assert manifest["dropped"]["nonfinite_rows"] == 1 and not client.list_datasets()
+        assert manifest.dropped.nonfinite_rows == 1 and not client.list_datasets()
         for _ in range(50):  # the scheduler forgets released keys asynchronously
             if not held_keys(client):
                 break

@@ -1,4 +1,3 @@
-import numpy as np
 
 from pipeline.families import fit_family
 from pipeline.quality import knn_recall

@@ -17,9 +17,9 @@ def shard_dir(tmp_path_factory, dask_address):
 
 def test_manifest_describes_the_set(shard_dir):
     m = ShardSet(shard_dir, verify_checksums=True).manifest
-    assert m["workers"] == 3 and m["family"]["name"] == "pca" and m["columns"]["dim"] == 64
-    assert m["label"]["num_classes"] == 10 and len(m["source"]["fingerprint"]) == 64
-    assert (shard_dir / m["family"]["params"]).is_file()
+    assert m.workers == 3 and m.family.name == "pca" and m.columns.dim == 64
+    assert m.label.num_classes == 10 and len(m.source.fingerprint) == 64
+    assert (shard_dir / m.family.params).is_file()
 
 
 def test_reader_refuses_a_folder_without_manifest(tmp_path):

@@ -52,7 +52,7 @@ def test_a_user_model_factory_is_trained(digits_shards, tmp_path):
 
 
 @pytest.mark.parametrize("spec, message", [("tests.train.models:not_a_module", "not a torch.nn.Module"),
-                                           ("tests.train.nowhere:f", "cannot load it"),
+                                           ("tests.train.nowhere:f", "cannot import module"),
                                            ("no_colon", "expected module:factory")])
 def test_a_bad_model_factory_is_named(spec, message, digits_shards, tmp_path):
     with pytest.raises(ValueError, match=message):

@@ -11,20 +11,19 @@ often sits in storage).
 """
 
 import hashlib
-import itertools
 import json
 import math
 import shutil
 import time
-import tomllib
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
+from experiment.grid import KEYS, Dataset, ExperimentConfig, plan
+from experiment.stats import aggregate
 from pipeline.build import build_shards
 from pipeline.config import BuildConfig
 from pipeline.daskrt import ProgressFn, ordered_map
@@ -32,50 +31,6 @@ from storage import demo
 from storage.dataset import open_source
 from storage.manifest import read_manifest
 from train.config import TrainConfig
-from train.stats import aggregate
-
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "bench" / "experiments" / "default.toml"
-QUICK_CONFIG = DEFAULT_CONFIG.with_name("quick.toml")
-KEYS = ["mode", "dataset", "optimizer", "workers", "lr_scale", "sharding"]
-
-
-class Dataset(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    source: str
-
-
-class RpcCheck(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    dataset: str
-    optimizer: str = "agn"
-    workers: int = 4
-    lr_scale: float = 1.0
-    shardings: list[str] = ["aligned-kmeans", "random", "contiguous-sorted"]
-    seeds: list[int] = [0, 1, 2]
-
-
-class ExperimentConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    datasets: list[Dataset]
-    shardings: list[str] = ["aligned-kmeans", "aligned-pca", "stratified", "random", "contiguous",
-                            "contiguous-sorted"]
-    optimizers: list[str] = ["downpour", "agn", "adag", "dynsgd", "aeasgd"]
-    references: list[str] = ["averaging", "single"]
-    workers: list[int] = [4, 8]
-    lr_scales: list[float] = Field([1.0, 4.0], description="multiples of each optimizer's default local lr")
-    seeds: list[int] = [0, 1, 2, 3, 4]
-    epochs: int = 8
-    batch_size: int = 32
-    evals_per_epoch: int = 8
-    target_fraction: float = 0.95
-    schedule: str = "round-robin"
-    rpc_check: RpcCheck | None = None
-
-
-def load_config(path: Path) -> ExperimentConfig:
-    with open(path, "rb") as fh:
-        return ExperimentConfig(**tomllib.load(fh))
 
 
 def _sorted_copy(source: str) -> str:
@@ -120,26 +75,6 @@ def ensure_shards(cfg: BuildConfig, dask_address: str | None) -> Path:
     return folder
 
 
-def plan(cfg: ExperimentConfig) -> list[dict]:
-    """Every run of the grid: references once per (dataset, workers, lr, seed) on random shards."""
-    runs = []
-    for d, w, lr, seed in itertools.product(cfg.datasets, cfg.workers, cfg.lr_scales, cfg.seeds):
-        for opt in cfg.optimizers:
-            runs += [dict(mode="sim", dataset=d.name, optimizer=opt, workers=w, lr_scale=lr, sharding=s, seed=seed)
-                     for s in cfg.shardings]
-        runs += [dict(mode="sim", dataset=d.name, optimizer=opt, workers=w, lr_scale=lr, sharding="random",
-                      seed=seed) for opt in cfg.references if opt != "single"]
-    for d, seed in itertools.product(cfg.datasets, cfg.seeds):
-        if "single" in cfg.references:
-            runs.append(dict(mode="sim", dataset=d.name, optimizer="single", workers=1, lr_scale=1.0,
-                             sharding="random", seed=seed))
-    if cfg.rpc_check:
-        r = cfg.rpc_check
-        runs += [dict(mode="rpc", dataset=r.dataset, optimizer=r.optimizer, workers=r.workers, lr_scale=r.lr_scale,
-                      sharding=s, seed=seed) for s in r.shardings for seed in r.seeds]
-    return runs
-
-
 def run_one(run: dict, *, shards: str, out: str, cfg: ExperimentConfig) -> dict:
     """Train one cell (simulated or over RPC); returns the run's row and its accuracy curve."""
     from train.config import DEFAULT_LR
@@ -148,12 +83,14 @@ def run_one(run: dict, *, shards: str, out: str, cfg: ExperimentConfig) -> dict:
 
     torch.set_num_threads(1)
     base = TrainConfig(optimizer=run["optimizer"])
-    per_epoch = sum(read_manifest(shards)["rows_per_shard"][:run["workers"]]) / cfg.batch_size
-    per_epoch /= 1 if run["optimizer"] == "single" else base.resolved_window()
+    single = run["optimizer"] == "single"
+    # the grid keeps dist-keras's λ uncapped, as in the published results
+    window = None if single else base.default_window()
+    per_epoch = sum(read_manifest(shards).rows_per_shard[:run["workers"]]) / cfg.batch_size / (window or 1)
     if run["optimizer"] == "averaging":
         per_epoch /= run["workers"]
     tc = TrainConfig(shards=shards, out=out, optimizer=run["optimizer"], epochs=cfg.epochs, seed=run["seed"],
-                     batch_size=cfg.batch_size, workers=None if run["optimizer"] == "single" else run["workers"],
+                     batch_size=cfg.batch_size, workers=None if single else run["workers"], window=window,
                      lr=DEFAULT_LR[base.resolved_local()] * run["lr_scale"], overwrite=True,
                      eval_every=max(1, round(per_epoch / cfg.evals_per_epoch)))
     start = time.perf_counter()

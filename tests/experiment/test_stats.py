@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from train.stats import aggregate, mean_ci
+from experiment.stats import aggregate, mean_ci
 
 
 def test_mean_ci_is_the_student_t_interval():

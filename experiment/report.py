@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from train.stats import mean_ci  # noqa: E402
+from experiment.stats import mean_ci  # noqa: E402
 
 
 def _fmt(m, lo, hi, digits=2) -> str:

@@ -1,0 +1,185 @@
+"""Command lines generated from pydantic models, and the exit contract every simshard CLI keeps.
+
+Every option of a CLI is a field of its pydantic model: :func:`model_parser` turns the fields into argparse
+options (``--field-name``, type, choices and help from the field), and options left out keep the model's
+default. :func:`run` runs the command and keeps the contract:
+
+- bad input (a pydantic ``ValidationError``, an :class:`~storage.errors.InputError` or a
+  :class:`~storage.errors.ManifestError`, an argparse error): one line ``error: ...`` on stderr, exit 2;
+- a failure of the environment (disk full, a crashed process): one line naming what failed, exit 1;
+- Ctrl-C: exit 130;
+- no traceback unless ``--debug``.
+
+It lives below ``flows`` so that ``train.node`` and ``train.simulate`` keep it without importing Prefect.
+"""
+
+import argparse
+import dataclasses
+import errno
+import logging
+import sys
+import types
+import typing
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from storage.errors import InputError, ManifestError, SimshardError
+
+LOG_LEVELS = ("debug", "info", "warning")
+
+
+class Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one ``error:`` line and exit 2 (no usage block)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Common:
+    """Options every CLI has: ``--debug`` (tracebacks) and ``--log-level``."""
+
+    debug: bool = False
+    log_level: str = "info"
+
+
+def _base(annotation):
+    """(base type, choices) of a field annotation: ``X | None`` -> X, ``Literal[...]`` -> str with choices."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _base(args[0])
+    if origin is Literal:
+        values = typing.get_args(annotation)
+        return type(values[0]), list(values)
+    return annotation, None
+
+
+def _comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def model_parser(model: type[BaseModel], *, prog: str, description: str, exclude: Iterable[str] = (),
+                 help_overrides: dict[str, str] | None = None) -> Parser:
+    """A parser with one option per field of ``model`` (minus ``exclude``), plus ``--debug`` and
+    ``--log-level``. Options not given are absent from the parsed namespace, so the model's defaults apply."""
+    parser = Parser(prog=prog, description=description)
+    add_model_options(parser, model, exclude=exclude, help_overrides=help_overrides)
+    add_common_options(parser)
+    return parser
+
+
+def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel], *, exclude: Iterable[str] = (),
+                      help_overrides: dict[str, str] | None = None, dest_prefix: str = "") -> None:
+    skip, overrides = set(exclude), help_overrides or {}
+    for name, field in model.model_fields.items():
+        if name in skip:
+            continue
+        base, choices = _base(field.annotation)
+        text = overrides.get(name, field.description or "")
+        kw: dict[str, Any] = dict(dest=dest_prefix + name, default=argparse.SUPPRESS)
+        if base is bool:
+            kw.update(action="store_true", help=text)
+        else:
+            origin = typing.get_origin(base)
+            kw.update(type=_comma_list if origin is list else base, choices=choices,
+                      help=f"{text} (default: {field.default})")
+            if origin is list:
+                kw["metavar"] = "A,B,..."
+        parser.add_argument("--" + name.replace("_", "-"), **kw)
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", default=False, help="show tracebacks on error")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info",
+                        help="terminal detail: debug also shows the libraries' own logs (default: info)")
+
+
+def split_common(namespace: argparse.Namespace) -> tuple[dict[str, Any], Common]:
+    """(the model's arguments, the common options) of a parsed namespace."""
+    values = vars(namespace).copy()
+    common = Common(debug=values.pop("debug", False), log_level=values.pop("log_level", "info"))
+    return values, common
+
+
+def wants_debug(argv: list[str] | None) -> bool:
+    """Whether ``--debug`` is among the arguments (known before parsing can fail)."""
+    return "--debug" in (sys.argv[1:] if argv is None else argv)
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` as one line that names the parameter, file or column."""
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        where = "-".join(map(str, err["loc"])).replace("_", "-")
+        msg = err["msg"].removeprefix("Value error, ")
+        if where and msg.startswith(f"--{where}"):
+            return msg
+        return f"--{where}: {msg}" if where else msg
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        where = exc.filename or "the output"
+        return f"no space left on the device while writing {where}; free space or choose another --out"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, SimshardError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def exit_code(exc: BaseException) -> int:
+    if isinstance(exc, ValidationError | InputError | ManifestError):
+        return 2
+    return 1
+
+
+def run(command: Callable[[], int | None], *, debug: bool) -> int:
+    """Run ``command`` under the exit contract (see the module doc); returns the exit code."""
+    try:
+        return command() or 0
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one line unless --debug
+        if debug:
+            raise
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return exit_code(exc)
+
+
+def configure_logging(level: str = "info") -> None:
+    """Plain (non-Prefect) CLIs: simshard's lines on stdout; libraries stay quiet unless ``debug``."""
+    export_log_level(level)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+    logging.getLogger("simshard").setLevel(logging.getLevelName(level.upper()))
+    if level != "debug":
+        quiet_libraries()
+
+
+def export_log_level(level: str) -> None:
+    """Tell processes started from here (training ranks) how much to show: ``SIMSHARD_LOG_LEVEL``."""
+    import os
+
+    os.environ["SIMSHARD_LOG_LEVEL"] = level
+
+
+def quiet_libraries() -> None:
+    """Keep the libraries' routine warnings off the terminal: torch deprecations and ProcessGroupGloo notes,
+    TensorPipe's shutdown warnings (C++ side, through ``TORCH_CPP_LOG_LEVEL`` for processes started after)."""
+    import os
+
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+

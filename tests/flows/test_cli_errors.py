@@ -1,0 +1,131 @@
+"""The command-line contract of the flow CLIs, run as subprocesses: bad input is one ``error:`` line on stderr
+naming the file, column or parameter, exit 2, no traceback from anyone, and nothing left behind."""
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.cli_helpers import assert_one_error_line, run_module
+from tests.conftest import mixture, write_parquet
+
+
+@pytest.fixture
+def good(tmp_path):
+    x, y = mixture(200, dim=3)
+    return write_parquet(tmp_path / "good.parquet", x, y)
+
+
+def bad_sources(tmp_path, good):
+    """(arguments, fragments the error must name) for every bad input of build_shards."""
+    write_parquet(tmp_path / "empty.parquet", np.zeros((0, 3), np.float32), np.zeros(0, np.int64))
+    pq.write_table(pa.table({"name": ["a", "b"], "label": [0, 1]}), tmp_path / "text.parquet")
+    pq.write_table(pa.table({"a": [1.0, 2.0], "name": ["x", "y"]}), tmp_path / "mixed.parquet")
+    x, y = mixture(300, dim=3)
+    x[[1, 2, 5], 2] = np.nan
+    write_parquet(tmp_path / "nan.parquet", x, y)
+    write_parquet(tmp_path / "tiny.parquet", *mixture(3, dim=2))
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.parquet").write_bytes(good.read_bytes())
+    (tmp_path / "src" / "b.parquet").write_bytes(b"PAR1 this is not parquet")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("mine")
+    return {
+        "missing source": (["--source", tmp_path / "nope.parquet"], ["nope.parquet", "does not exist"]),
+        "empty": (["--source", tmp_path / "empty.parquet"], ["empty.parquet", "is empty"]),
+        "no feature columns": (["--source", tmp_path / "text.parquet"], ["no feature columns", "--features"]),
+        "text feature": (["--source", tmp_path / "mixed.parquet", "--features", "a,name"],
+                         ["feature column 'name'", "non-numeric type string"]),
+        "nan": (["--source", tmp_path / "nan.parquet"], ["'c2': 3", "--nan drop"]),
+        "too few rows": (["--source", tmp_path / "tiny.parquet", "--workers", "8"], ["3 rows", "--workers 8"]),
+        "corrupt file": (["--source", tmp_path / "src"], ["b.parquet", "corrupt or unreadable"]),
+        "missing label": (["--source", good, "--label", "target"], ["label column 'target' does not exist"]),
+        "existing output": (["--source", good, "--out", tmp_path / "taken"], ["taken", "pass --overwrite"]),
+        "workers below one": (["--workers", "0"], ["--workers must be >= 1"]),
+        "unknown family": (["--family", "minhash"], ["--family", "invalid choice: 'minhash'"]),
+    }
+
+
+CASES = ["missing source", "empty", "no feature columns", "text feature", "nan", "too few rows", "corrupt file",
+         "missing label", "existing output", "workers below one", "unknown family"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_build_shards_bad_input_is_one_line(case, tmp_path, good):
+    args, fragments = bad_sources(tmp_path, good)[case]
+    out = tmp_path / "out"
+    if "--out" not in args:
+        args = [*args, "--out", out]
+    res = run_module("flows.build_shards", *args, cwd=tmp_path)
+    assert_one_error_line(res, *fragments)
+    assert not out.exists() and not list(tmp_path.glob(".out.tmp-*")), "output or staging left behind"
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    res = run_module("flows.build_shards", "--source", tmp_path / "nope.parquet", "--debug", cwd=tmp_path)
+    assert res.returncode != 0 and "Traceback (most recent call last)" in res.stderr
+    assert "does not exist" in res.stderr
+
+
+@pytest.fixture
+def shard_copy(digits_shards, tmp_path):
+    copy = tmp_path / "shards"
+    shutil.copytree(digits_shards, copy)
+    return copy
+
+
+def edit_manifest(folder, change) -> None:
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def double_rows(m):
+    m["rows_per_shard"] = [2 * n for n in m["rows_per_shard"]]
+    for s in m["shards"]:
+        s["rows"] *= 2
+        s["files"][0]["rows"] *= 2
+
+
+TRAIN_CASES = {
+    "missing module": (["--model", "nosuchmod:factory"], ["--model nosuchmod:factory", "cannot import module"]),
+    "missing attribute": (["--model", "tests.train.models:nope"], ["tests.train.models", "no callable 'nope'"]),
+    "not a module": (["--model", "tests.train.models:not_a_module"], ["returned str, not a torch.nn.Module"]),
+    "wrong output shape": (["--model", "tests.train.models:three_logits"], ["(2, 3)", "(2, 10)"]),
+    "more workers than shards": (["--workers", "9"], ["--workers 9 is more than the 4 shards"]),
+    "bad parameter": (["--epochs", "0"], ["--epochs", "greater than or equal to 1"]),
+}
+
+
+@pytest.mark.parametrize("case", list(TRAIN_CASES))
+def test_train_bad_input_is_one_line(case, shard_copy, tmp_path):
+    args, fragments = TRAIN_CASES[case]
+    res = run_module("flows.train", "--shards", shard_copy, "--out", tmp_path / "run", *args, cwd=tmp_path)
+    assert_one_error_line(res, *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("change, fragments", [
+    (double_rows, ["shard-00000-of-00004.parquet holds 405 rows, the manifest says 810"]),
+    (lambda m: m["rows_per_shard"].__setitem__(0, 999), ["manifest.json", "shard 0 is inconsistent"]),
+    (lambda m: m.pop("columns"), ["manifest.json", "columns", "Field required"]),
+], ids=["rows doubled everywhere", "rows_per_shard edited", "field missing"])
+def test_train_refuses_a_manifest_that_does_not_match_its_files(change, fragments, shard_copy, tmp_path):
+    edit_manifest(shard_copy, change)
+    res = run_module("flows.train", "--shards", shard_copy, "--out", tmp_path / "run", cwd=tmp_path)
+    assert_one_error_line(res, *fragments)
+
+
+def test_pipeline_and_experiment_bad_input_is_one_line(tmp_path):
+    res = run_module("flows.pipeline", "--source", tmp_path / "nope.parquet", cwd=tmp_path)
+    assert_one_error_line(res, "nope.parquet", "does not exist")
+    res = run_module("flows.experiment", "--config", tmp_path / "none.toml", "--out", tmp_path / "x", cwd=tmp_path)
+    assert_one_error_line(res, "--config", "none.toml", "does not exist")
+    (tmp_path / "bad.toml").write_text("shardings = 3\n")
+    res = run_module("flows.experiment", "--config", tmp_path / "bad.toml", "--out", tmp_path / "x", cwd=tmp_path)
+    assert_one_error_line(res, "bad.toml", "not a valid experiment grid")
