@@ -47,6 +47,8 @@ def configure(common: Common) -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, PrefectConsoleHandler):
             handler.addFilter(console_filter)
+    for handler in logging.getLogger("prefect._internal").handlers:  # Prefect's own stream handler
+        handler.addFilter(console_filter)
     for name in ("prefect", "simshard"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
     attach_run_page_handlers()

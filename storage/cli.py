@@ -17,7 +17,10 @@ import argparse
 import dataclasses
 import errno
 import logging
+import os
+import signal
 import sys
+import threading
 import types
 import typing
 import warnings
@@ -29,6 +32,11 @@ from pydantic import BaseModel, ValidationError
 from storage.errors import InputError, ManifestError, SimshardError
 
 LOG_LEVELS = ("debug", "info", "warning")
+INTERRUPT_GRACE_S = 10.0
+# set by the first Ctrl-C: long loops (the training launcher) check it, in case a library call swallowed the
+# KeyboardInterrupt (Prefect's HTTP client retrying against a temporary server that Ctrl-C also stopped)
+INTERRUPTED = threading.Event()
+_reported = threading.Event()
 
 
 class Parser(argparse.ArgumentParser):
@@ -135,14 +143,45 @@ def exit_code(exc: BaseException) -> int:
     return 1
 
 
+def _report_interrupt() -> None:
+    if not _reported.is_set():
+        _reported.set()
+        print("error: interrupted", file=sys.stderr, flush=True)
+
+
+def _on_sigint(signum, frame) -> None:
+    if INTERRUPTED.is_set():  # a second Ctrl-C: leave now
+        _report_interrupt()
+        os._exit(130)
+    INTERRUPTED.set()
+
+    def too_slow() -> None:  # the cleanup (stopping ranks, closing Dask) got stuck: exit anyway
+        _report_interrupt()
+        os._exit(130)
+
+    timer = threading.Timer(INTERRUPT_GRACE_S, too_slow)
+    timer.daemon = True
+    timer.start()
+    raise KeyboardInterrupt
+
+
+def install_interrupt_handler() -> None:
+    """Ctrl-C raises KeyboardInterrupt as usual (so ``finally`` blocks stop processes), marks
+    :data:`INTERRUPTED`, and exits with 130 after INTERRUPT_GRACE_S if the cleanup hangs. A process started with
+    SIGINT ignored (a background job) keeps ignoring it."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
+
+
 def run(command: Callable[[], int | None], *, debug: bool) -> int:
     """Run ``command`` under the exit contract (see the module doc); returns the exit code."""
+    install_interrupt_handler()
     try:
         return command() or 0
     except KeyboardInterrupt:
         if debug:
             raise
-        print("error: interrupted", file=sys.stderr)
+        _report_interrupt()
         return 130
     except SystemExit:
         raise

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from storage.cli import INTERRUPTED
 from storage.errors import TrainError
 from train import session
 from train.config import TrainConfig
@@ -32,9 +33,10 @@ LOG_EVERY = 0.1  # log a progress line each time this share of the epochs has pa
 
 
 def launch(config: TrainConfig, *, on_started: Callable[[dict[str, int]], None] | None = None,
-           progress=None) -> dict:
+           on_progress: Callable[[float, int], None] | None = None, progress=None) -> dict:
     """Train with real RPC processes on this machine; returns the summary (also in ``out/summary.json``).
-    ``on_started`` receives {"ps": pid, "worker0": pid, ...} once every rank has joined."""
+    ``on_started`` receives {"ps": pid, "worker0": pid, ...} once every rank has joined; ``on_progress``
+    receives (epoch, clock) of the parameter server's last evaluation about twice a second."""
     if config.optimizer == "single":
         from train.simulate import simulate
         return simulate(config, progress=progress)  # one process, no parameter server to talk to
@@ -43,9 +45,10 @@ def launch(config: TrainConfig, *, on_started: Callable[[dict[str, int]], None] 
     world = setup.workers + 1
     rendezvous = setup.out / f".rendezvous-{uuid.uuid4().hex[:8]}"
     init_method = f"file://{rendezvous}"
-    status = ctx.Array("i", setup.workers)
-    joined = ctx.Array("i", world)
-    stats = ctx.Array("d", [0.0, 0.0, math.nan])  # the parameter server's [epoch, clock, validation accuracy]
+    # one writer per value, so no lock (and no semaphore for an interrupted run to leak)
+    status = ctx.Array("i", setup.workers, lock=False)
+    joined = ctx.Array("i", world, lock=False)
+    stats = ctx.Array("d", [0.0, 0.0, math.nan], lock=False)  # the parameter server's [epoch, clock, accuracy]
     saved_env = {k: os.environ.get(k) for k in LOOPBACK_ENV}
     os.environ.update({k: os.environ.get(k) or v for k, v in LOOPBACK_ENV.items()})
     procs = {"ps": ctx.Process(target=process_main, name="simshard-ps",
@@ -63,7 +66,7 @@ def launch(config: TrainConfig, *, on_started: Callable[[dict[str, int]], None] 
         _wait_joined(procs, joined, config.join_timeout, setup.out)
         if on_started:
             on_started({name: p.pid for name, p in procs.items()})
-        report = _Progress(setup.epochs, stats, bar, progress)
+        report = _Progress(setup.epochs, stats, bar, progress, on_progress)
         _supervise(procs, status, report, setup.out)
         return _read_summary(setup)
     finally:
@@ -78,8 +81,8 @@ def launch(config: TrainConfig, *, on_started: Callable[[dict[str, int]], None] 
 class _Progress:
     """Moves the terminal bar, logs a line every LOG_EVERY of the run and feeds the caller's progress."""
 
-    def __init__(self, epochs: int, stats, bar, progress):
-        self.epochs, self.stats, self.bar, self.progress = epochs, stats, bar, progress
+    def __init__(self, epochs: int, stats, bar, progress, on_progress=None):
+        self.epochs, self.stats, self.bar, self.progress, self.on_progress = epochs, stats, bar, progress, on_progress
         self.logged = 0
 
     def __call__(self) -> None:
@@ -92,6 +95,8 @@ class _Progress:
             log.info("epoch %.1f/%d: %d commits, validation accuracy %.4f", epoch, self.epochs, clock, accuracy)
         if self.progress:
             self.progress("train", min(epoch, self.epochs), self.epochs)
+        if self.on_progress:
+            self.on_progress(epoch, int(clock))
 
 
 def last_log_line(out: Path, name: str) -> str:
@@ -130,6 +135,8 @@ def _supervise(procs: dict, status, report_progress, out: Path) -> None:
     workers = [procs[f"worker{k}"] for k in range(len(procs) - 1)]
     last_report = 0.0
     while ps.exitcode is None:
+        if INTERRUPTED.is_set():
+            raise KeyboardInterrupt
         if time.monotonic() - last_report > 0.5:
             report_progress()
             last_report = time.monotonic()

@@ -13,6 +13,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from storage.errors import InputError  # noqa: E402
+
 METRIC_COLUMNS = ["time", "epoch", "commit", "worker", "staleness", "update_norm", "conflict", "train_loss",
                   "loss", "accuracy"]
 CHECKPOINT = "checkpoint.pt"
@@ -91,10 +93,15 @@ def write_outputs(out: Path, *, df: pd.DataFrame, summary: dict, state_dict: dic
     os.replace(tmp, out / "summary.json")
 
 
-def save_checkpoint(out: Path, state: dict, *, optimizer: str, evals: list[dict], records: list[dict]) -> None:
-    """θ̃, clock, per-worker cursors and rows seen, and the history so far; loads with weights_only=True."""
+def save_checkpoint(out: Path, cut, *, optimizer: str, workers: int, evals: list[dict], records: list[dict]) -> None:
+    """A :class:`~train.server.Cut` as checkpoint.pt: θ̃, clock, per-worker cursors, rows seen and local
+    optimizer states (``{}`` for a worker that died), and the history up to the clock. Tensors, numbers,
+    strings, lists and dicts only: it loads with ``weights_only=True``."""
     out.mkdir(parents=True, exist_ok=True)
-    blob = dict(state, optimizer=optimizer, evals=evals, records=records)
+    blob = {"centre": cut.centre, "clock": cut.clock, "cursors": torch.tensor(cut.cursors, dtype=torch.int64),
+            "samples": torch.tensor(cut.samples, dtype=torch.int64), "optimizer": optimizer,
+            "optimizer_states": [cut.states.get(k, {}) for k in range(workers)], "evals": evals,
+            "records": records}
     tmp = out / (CHECKPOINT + ".tmp")
     torch.save(blob, tmp)
     os.replace(tmp, out / CHECKPOINT)
@@ -103,5 +110,5 @@ def save_checkpoint(out: Path, state: dict, *, optimizer: str, evals: list[dict]
 def load_checkpoint(out: Path) -> dict:
     path = out / CHECKPOINT
     if not path.is_file():
-        raise FileNotFoundError(f"--resume: no {CHECKPOINT} in {out}")
+        raise InputError(f"--resume: no {CHECKPOINT} in {out}; train without --resume first")
     return torch.load(path, weights_only=True)

@@ -21,7 +21,7 @@ from storage.errors import TrainError
 from train import session
 from train.config import TrainConfig
 from train.server import DEAD, RUNNING
-from train.worker import Average, Commit, Done, Pull
+from train.worker import Average, Commit, Done, Pull, SaveState, Start
 
 log = logging.getLogger("simshard.rpc")
 PS_NAME = "ps"
@@ -38,9 +38,20 @@ def _seen(k: int) -> None:
     _LAST_SEEN[k] = time.monotonic()
 
 
+def _start(k: int):
+    _seen(k)
+    return _SERVER.start(k)
+
+
 def _pull(k: int):
     _seen(k)
     return _SERVER.pull(k)
+
+
+def _save_state(k: int, state: dict) -> bool:
+    _seen(k)
+    _SERVER.save_state(k, state)
+    return True
 
 
 def _commit(k: int, payload: torch.Tensor, clock: int, samples: int, cursor: tuple[int, int], loss: float):
@@ -54,14 +65,16 @@ def _average(k: int, theta: torch.Tensor, samples: int, cursor: tuple[int, int],
     return _SERVER.average(k, theta, samples=samples, cursor=cursor, loss=loss)
 
 
-def _done(k: int, samples: int) -> bool:
+def _done(k: int, samples: int, state: dict) -> bool:
     _seen(k)
-    _SERVER.done(k)
+    _SERVER.done(k, state=state)
     return True
 
 
 class _EvalThread:
-    """Runs the monitor on snapshots in the background so commits are never held back by evaluation."""
+    """Runs the monitor on snapshots, and writes checkpoints, in the background so commits are never held back
+    by evaluation or disk writes. One queue keeps them in clock order: a checkpoint is written after every
+    evaluation up to its clock."""
 
     def __init__(self, monitor: session.Monitor):
         self.monitor, self.queue = monitor, queue.Queue()
@@ -69,11 +82,15 @@ class _EvalThread:
         self.thread.start()
 
     def __call__(self, clock, epoch, centre):
-        self.queue.put((clock, epoch, centre))
+        self.queue.put((self.monitor, (clock, epoch, centre)))
+
+    def checkpoint(self, cut) -> None:
+        self.queue.put((self.monitor.checkpoint, (cut,)))
 
     def _run(self):
         while (item := self.queue.get()) is not None:
-            self.monitor(*item)
+            fn, args = item
+            fn(*args)
 
     def close(self):
         self.queue.put(None)
@@ -89,7 +106,7 @@ def serve(config: TrainConfig, *, rank: int, world_size: int, init_method: str, 
     monitor = session.Monitor(setup, progress=progress)
     evaluator = _EvalThread(monitor)
     _SERVER = ps = session.server(setup, monitor)
-    ps.on_snapshot = evaluator
+    ps.on_snapshot, ps.on_checkpoint = evaluator, evaluator.checkpoint
     rpc.init_rpc(PS_NAME, rank=rank, world_size=world_size, rpc_backend_options=backend_options(init_method))
     if joined is not None:
         joined[rank] = 1
@@ -126,8 +143,12 @@ def work(config: TrainConfig, k: int, *, rank: int, world_size: int, init_method
     try:
         request = next(program)
         while True:
-            if isinstance(request, Pull):
+            if isinstance(request, Start):
+                answer = rpc.rpc_sync(PS_NAME, _start, args=(k,))
+            elif isinstance(request, Pull):
                 answer = rpc.rpc_sync(PS_NAME, _pull, args=(k,))
+            elif isinstance(request, SaveState):
+                answer = rpc.rpc_sync(PS_NAME, _save_state, args=(k, request.state))
             elif isinstance(request, Commit):
                 answer = rpc.rpc_sync(PS_NAME, _commit, args=(k, request.payload, request.clock, request.samples,
                                                               request.cursor, request.loss))
@@ -135,7 +156,7 @@ def work(config: TrainConfig, k: int, *, rank: int, world_size: int, init_method
                 answer = rpc.rpc_sync(PS_NAME, _average, args=(k, request.theta, request.samples, request.cursor,
                                                                request.loss), timeout=0)
             elif isinstance(request, Done):
-                rpc.rpc_sync(PS_NAME, _done, args=(k, request.samples))
+                rpc.rpc_sync(PS_NAME, _done, args=(k, request.samples, request.state))
                 return
             request = program.send(answer)
     except RuntimeError as exc:

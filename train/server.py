@@ -5,8 +5,16 @@ time, epoch (rows trained by all workers ÷ training rows), commit (clock after 
 update norm, conflict (cosine between this update and the last update of another worker) and the worker's
 training loss. Every ``eval_every`` commits a snapshot of θ̃ is handed to ``on_snapshot``; the RPC server
 evaluates it on a thread of its own so commits are not held back, the simulator evaluates inline.
+
+Checkpoints are consistent cuts (:class:`Cut`), independent of evaluation: when the clock reaches a multiple of
+``checkpoint_every``, the server copies θ̃, the clock, every worker's cursor and rows seen. Each running worker's
+local optimizer state as of its last exchange before that clock (which matches its recorded cursor) is asked
+for in the answer to its next exchange, or comes with its ``done``; once every running worker's state is in,
+the cut goes to ``on_checkpoint``. A worker that dies first is left out (it restarts its optimizer on
+resume). One cut is pending at a time: a checkpoint time reached while one is still open is skipped.
 """
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -19,12 +27,32 @@ from train.rules import Rule, average
 RUNNING, DONE, DEAD = 0, 1, 2
 
 
+@dataclasses.dataclass
+class Cut:
+    """A checkpoint: θ̃ (``centre``), ``clock``, per worker its cursor, rows seen and local optimizer state
+    (``states[k]``; absent for a worker that died), and how many commit records existed at ``clock``."""
+
+    clock: int
+    centre: torch.Tensor
+    cursors: list[tuple[int, int]]
+    samples: list[int]
+    records: int
+    states: dict[int, dict] = dataclasses.field(default_factory=dict)
+    waiting: set[int] = dataclasses.field(default_factory=set)  # running workers whose state is still to come
+    to_ask: set[int] = dataclasses.field(default_factory=set)  # of those, the ones not asked yet
+
+
 class ParameterServer:
     def __init__(self, *, rule: Rule | None, centre: torch.Tensor, workers: int, train_rows: int, eval_every: int,
                  on_snapshot: Callable[[int, float, torch.Tensor], None], clock: int = 0,
                  cursors: list[tuple[int, int]] | None = None, samples: list[int] | None = None,
-                 now: Callable[[], float] = time.monotonic):
+                 checkpoint_every: int = 0, on_checkpoint: Callable[[Cut], None] | None = None,
+                 optimizer_states: list[dict] | None = None, now: Callable[[], float] = time.monotonic):
         self.rule, self.centre, self.clock = rule, centre.clone(), clock
+        self.checkpoint_every, self.on_checkpoint = checkpoint_every, on_checkpoint
+        self.resume_states = list(optimizer_states or [{}] * workers)
+        self.final_states: dict[int, dict] = {}
+        self.cut: Cut | None = None
         self.workers, self.train_rows, self.eval_every = workers, train_rows, eval_every
         self.on_snapshot, self.now = on_snapshot, now
         self.start_time = now()
@@ -48,6 +76,11 @@ class ParameterServer:
         return all(s != RUNNING for s in self.status)
 
     # -- requests ----------------------------------------------------------------------------------------
+    def start(self, worker: int) -> tuple[torch.Tensor, int, tuple[int, int], dict | None]:
+        """A worker's first request: the centre, the clock, its cursor and (on resume) its optimizer state."""
+        centre, clock, cursor = self.pull(worker)
+        return centre, clock, cursor, self.resume_states[worker] or None
+
     def pull(self, worker: int) -> tuple[torch.Tensor, int, tuple[int, int]]:
         with self.lock:
             centre = self.centre.clone()
@@ -56,10 +89,11 @@ class ParameterServer:
             return centre, self.clock, self.cursors[worker]
 
     def commit(self, worker: int, payload: torch.Tensor, *, clock: int, samples: int, cursor: tuple[int, int],
-               loss: float) -> tuple[torch.Tensor, int]:
-        """Apply one asynchronous commit; return the centre after it (the worker's next pull). Only the rule,
-        the clock and a copy of the centre happen under the lock; the update norm and the conflict cosine
-        are computed after it is released."""
+               loss: float) -> tuple[torch.Tensor, int, bool]:
+        """Apply one asynchronous commit; return the centre after it (the worker's next pull), the clock and
+        whether a pending checkpoint wants the worker's previous optimizer state. Only the rule, the clock and
+        a copy of the centre happen under the lock; the update norm and the conflict cosine are computed after
+        it is released."""
         with self.lock:
             staleness = self.clock - clock
             update = self.rule.server_apply(self.centre, payload, staleness=staleness,
@@ -70,6 +104,8 @@ class ParameterServer:
             if self.rule.needs_pulled_centre:
                 self.pulled[worker] = centre
             clock_now = self.clock
+            wanted = self._ask(worker)
+            self._maybe_cut()
             snapshot = self._due()
         norm = float(update.norm())
         row["update_norm"] = norm
@@ -80,12 +116,19 @@ class ParameterServer:
             row["conflict"] = float(torch.dot(update, other)) / max(norm * other_norm, 1e-30)
         if snapshot is not None:
             self.on_snapshot(*snapshot)
-        return centre, clock_now
+        return centre, clock_now, wanted
+
+    def save_state(self, worker: int, state: dict) -> None:
+        """A worker's optimizer state for the pending cut (as of its last exchange before the cut's clock)."""
+        with self.lock:
+            done = self._deliver(worker, state)
+        self._hand_over(done)
 
     def average(self, worker: int, theta: torch.Tensor, *, samples: int, cursor: tuple[int, int],
                 loss: float) -> Future:
-        """Submit to the current synchronous round; the future completes with the averaged centre when every
-        worker still running has submitted (workers that are done or dead do not hold a round back)."""
+        """Submit to the current synchronous round; the future completes with (the averaged centre, whether a
+        pending checkpoint wants this worker's previous optimizer state) when every worker still running has
+        submitted (workers that are done or dead do not hold a round back)."""
         fut: Future = Future()
         with self.lock:
             self.round[worker] = (theta, fut)
@@ -96,12 +139,23 @@ class ParameterServer:
         self._resolve(closed)
         return fut
 
-    def done(self, worker: int, *, dead: bool = False) -> None:
+    def done(self, worker: int, *, state: dict | None = None, dead: bool = False) -> None:
+        """Worker ``worker`` has finished (``state``: its optimizer state at its last exchange) or died."""
         with self.lock:
             if self.status[worker] == RUNNING:
                 self.status[worker] = DEAD if dead else DONE
+            if state is not None and not dead:
+                self.final_states[worker] = state
+            cut_done = self._deliver(worker, None if dead else state)
             closed = self._close_round_if_complete()
+        self._hand_over(cut_done)
         self._resolve(closed)
+
+    def final_cut(self) -> Cut:
+        """The end of the run as a checkpoint: every finished worker's last optimizer state."""
+        with self.lock:
+            return Cut(self.clock, self.centre.clone(), list(self.cursors), list(self.samples), len(self.records),
+                       states=dict(self.final_states))
 
     # -- internals (called with the lock held) ------------------------------------------------------------
     def _close_round_if_complete(self):
@@ -120,18 +174,51 @@ class ParameterServer:
             if len(deltas) > 1 else float("nan")
         self.records.append(self._row(-1, 0, float((self.centre - before).norm()), conflict,
                                       sum(self.round_loss[k] for k in self.round) / len(self.round)))
-        futures = [f for _, f in self.round.values()]
+        answers = [(f, self._ask(k)) for k, (_, f) in self.round.items()]
+        self._maybe_cut()
         self.round = {}
-        return futures, self.centre.clone(), self._due()
+        return answers, self.centre.clone(), self._due()
 
     def _resolve(self, closed) -> None:
         if closed is None:
             return
-        futures, centre, snapshot = closed
+        answers, centre, snapshot = closed
         if snapshot is not None:
             self.on_snapshot(*snapshot)
-        for f in futures:
-            f.set_result(centre)
+        for f, wanted in answers:
+            f.set_result((centre, wanted))
+
+    def _ask(self, worker: int) -> bool:
+        """Whether this exchange's answer asks ``worker`` for its previous optimizer state."""
+        if self.cut is not None and worker in self.cut.to_ask:
+            self.cut.to_ask.discard(worker)
+            return True
+        return False
+
+    def _maybe_cut(self) -> None:
+        if not self.checkpoint_every or self.clock % self.checkpoint_every or self.cut is not None:
+            return
+        running = {k for k, s in enumerate(self.status) if s == RUNNING}
+        self.cut = Cut(self.clock, self.centre.clone(), list(self.cursors), list(self.samples), len(self.records),
+                       waiting=set(running), to_ask=set(running))
+
+    def _deliver(self, worker: int, state: dict | None) -> Cut | None:
+        """Record ``worker``'s state (None: it died) in the pending cut; return the cut once complete."""
+        cut = self.cut
+        if cut is None or worker not in cut.waiting:
+            return None
+        if state is not None:
+            cut.states[worker] = state
+        cut.waiting.discard(worker)
+        cut.to_ask.discard(worker)
+        if cut.waiting:
+            return None
+        self.cut = None
+        return cut
+
+    def _hand_over(self, cut: Cut | None) -> None:
+        if cut is not None and self.on_checkpoint is not None:
+            self.on_checkpoint(cut)
 
     def _record(self, worker, staleness, update, samples, cursor, loss):
         """Append this commit's row (norm and conflict filled in by the caller); return it, the last update of
@@ -157,10 +244,3 @@ class ParameterServer:
         if self.clock % self.eval_every == 0:
             return self.clock, self.epoch, self.centre.clone()
         return None
-
-    def state(self) -> dict:
-        """Checkpointable state (tensors and plain numbers only: loads with ``weights_only=True``)."""
-        with self.lock:
-            return {"centre": self.centre.clone(), "clock": self.clock,
-                    "cursors": torch.tensor(self.cursors, dtype=torch.int64),
-                    "samples": torch.tensor(self.samples, dtype=torch.int64)}

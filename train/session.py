@@ -3,7 +3,6 @@
 import dataclasses
 import logging
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from train.config import TrainConfig
 from train.data import ShardStream, load_all, load_validation
 from train.model import build_model, evaluate, get_flat, make_local_optimizer, set_flat
 from train.rules import make_rule
-from train.server import ParameterServer
+from train.server import Cut, ParameterServer
 from train.worker import worker_program
 
 log = logging.getLogger("simshard.train")
@@ -135,26 +134,13 @@ def worker(setup: Setup, k: int):
                                                                      rho=cfg.rho, gamma=cfg.gamma)
         window = setup.window
     optimizer = make_local_optimizer(cfg.resolved_local(), model, cfg.resolved_lr())
-    state_file = setup.out / f"worker-{k}-optimizer.pt"
-    if cfg.resume and state_file.is_file():
-        optimizer.load_state_dict(torch.load(state_file, weights_only=True))
-    last = [None]
-
-    def checkpoint_optimizer(clock: int) -> None:
-        """Save the local optimizer (e.g. Adam moments) whenever the clock crosses a checkpoint boundary."""
-        period = clock // setup.checkpoint_every
-        if last[0] is not None and period != last[0]:
-            tmp = state_file.with_suffix(".tmp")
-            torch.save(optimizer.state_dict(), tmp)
-            os.replace(tmp, state_file)
-        last[0] = period
-
     return worker_program(rule=rule, model=model, optimizer=optimizer, stream=stream, epochs=setup.epochs,
-                          window=window, on_commit=checkpoint_optimizer)
+                          window=window)
 
 
 class Monitor:
-    """Evaluates snapshots of θ̃ on the validation set, logs progress and writes checkpoints when due."""
+    """Evaluates snapshots of θ̃ on the validation set, logs progress and writes the checkpoints (cuts) the
+    parameter server hands over."""
 
     def __init__(self, setup: Setup, *, progress=None, history: list[dict] | None = None):
         self.setup, self.progress = setup, progress
@@ -171,12 +157,12 @@ class Monitor:
         log.info("commit %d  epoch %.2f  validation loss %.4f  accuracy %.4f", clock, epoch, loss, acc)
         if self.progress:
             self.progress("train", min(epoch, self.setup.epochs), self.setup.epochs, clock=clock, accuracy=acc)
-        if clock % self.setup.checkpoint_every == 0:
-            self.checkpoint()
 
-    def checkpoint(self) -> None:
-        report.save_checkpoint(self.setup.out, self.server.state(), optimizer=self.setup.config.optimizer,
-                               evals=self.evals, records=self.server.records)
+    def checkpoint(self, cut: Cut) -> None:
+        """Write ``cut`` as checkpoint.pt, with the history up to its clock."""
+        report.save_checkpoint(self.setup.out, cut, optimizer=self.setup.config.optimizer, workers=self.setup.workers,
+                               evals=[e for e in self.evals if e["commit"] <= cut.clock],
+                               records=self.server.records[:cut.records])
 
 
 def server(setup: Setup, monitor: Monitor, *, now=time.monotonic) -> ParameterServer:
@@ -191,14 +177,16 @@ def server(setup: Setup, monitor: Monitor, *, now=time.monotonic) -> ParameterSe
         if ckpt["optimizer"] != cfg.optimizer:
             raise InputError(f"--resume: the checkpoint is for {ckpt['optimizer']}, not {cfg.optimizer}")
         state = {"centre": ckpt["centre"], "clock": int(ckpt["clock"]),
-                 "cursors": [tuple(c) for c in ckpt["cursors"].tolist()], "samples": ckpt["samples"].tolist()}
+                 "cursors": [tuple(c) for c in ckpt["cursors"].tolist()], "samples": ckpt["samples"].tolist(),
+                 "optimizer_states": ckpt["optimizer_states"]}
         monitor.evals = list(ckpt["evals"])
         log.info("resuming at clock %d", state["clock"])
     centre = state.pop("centre", None)
     if centre is None:
         centre = get_flat(new_model(setup))
     ps = ParameterServer(rule=rule, centre=centre, workers=setup.workers, train_rows=setup.train_rows,
-                         eval_every=setup.eval_every, on_snapshot=monitor, now=now, **state)
+                         eval_every=setup.eval_every, on_snapshot=monitor, checkpoint_every=setup.checkpoint_every,
+                         on_checkpoint=monitor.checkpoint, now=now, **state)
     if cfg.resume:
         ps.records = list(ckpt["records"])
     monitor.server = ps
@@ -210,7 +198,7 @@ def finish(setup: Setup, ps: ParameterServer, monitor: Monitor, *, wall_seconds:
     cfg = setup.config
     if not monitor.evals or monitor.evals[-1]["commit"] != ps.clock:
         monitor(ps.clock, ps.epoch, ps.centre.clone())
-    monitor.checkpoint()
+    monitor.checkpoint(ps.final_cut())
     rows = setup.shards.manifest.rows_per_shard
     planned = [rows[k] * setup.epochs for k in range(setup.workers)] if cfg.optimizer != "single" \
         else [setup.train_rows * setup.epochs]

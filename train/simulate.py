@@ -18,7 +18,7 @@ from storage import cli
 from storage import rng as rng_streams
 from train import session
 from train.config import TrainConfig
-from train.worker import Average, Commit, Done, Pull
+from train.worker import Average, Commit, Done, Pull, SaveState, Start
 
 SCHEDULES = ("round-robin", "random")
 
@@ -46,8 +46,13 @@ def simulate(config: TrainConfig, *, schedule: str = "round-robin", progress=Non
             if k in blocked:
                 answer = blocked.pop(k).value()
                 end_turn = True
+            elif isinstance(req, Start):
+                answer = ps.start(k)
             elif isinstance(req, Pull):
                 answer = ps.pull(k)
+            elif isinstance(req, SaveState):
+                answer = ps.save_state(k, req.state)
+                end_turn = True
             elif isinstance(req, Commit):
                 answer = ps.commit(k, req.payload, clock=req.clock, samples=req.samples, cursor=req.cursor,
                                    loss=req.loss)
@@ -59,11 +64,12 @@ def simulate(config: TrainConfig, *, schedule: str = "round-robin", progress=Non
                     return
                 answer, end_turn = fut.value(), True
             elif isinstance(req, Done):
-                ps.done(k)
+                ps.done(k, state=req.state)
                 active.remove(k)
                 return
             pending[k] = programs[k].send(answer)
-            if end_turn:
+            # the state a checkpoint asked for belongs to the exchange just made: same turn
+            if end_turn and not isinstance(pending[k], SaveState):
                 return
 
     while active:

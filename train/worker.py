@@ -1,11 +1,17 @@
 """The worker's program, free of any transport.
 
-``worker_program`` is a generator: it yields requests (:class:`Pull`, :class:`Commit`, :class:`Average`,
-:class:`Done`) and is sent each answer. :mod:`train.simulate` answers them in-process under a staleness
-schedule; :mod:`train.rpc` answers them with RPC calls to the parameter server. The training arithmetic is
-the same in both.
+``worker_program`` is a generator: it yields requests (:class:`Start`, :class:`Pull`, :class:`Commit`,
+:class:`Average`, :class:`SaveState`, :class:`Done`) and is sent each answer. :mod:`train.simulate` answers
+them in-process under a staleness schedule; :mod:`train.rpc` answers them with RPC calls to the parameter
+server. The training arithmetic is the same in both.
+
+Checkpoints: the worker keeps a copy of its local optimizer's state as of its last exchange (the state that
+goes with the cursor the parameter server recorded for it). When an exchange's answer says a checkpoint
+wants it, the worker sends that copy (:class:`SaveState`), so the checkpoint holds every worker's optimizer
+state at the same cut as the centre and the cursors (see :mod:`train.server`).
 """
 
+import copy
 import dataclasses
 
 import torch
@@ -17,13 +23,18 @@ from train.rules import Rule
 
 
 @dataclasses.dataclass
+class Start:
+    """The first request. Answer: (centre, clock, start cursor (epoch, sample), optimizer state or None)."""
+
+
+@dataclasses.dataclass
 class Pull:
-    """Answer: (centre, clock, start cursor (epoch, sample))."""
+    """Answer: (centre, clock, cursor)."""
 
 
 @dataclasses.dataclass
 class Commit:
-    """Answer: (centre after this commit, clock)."""
+    """Answer: (centre after this commit, clock, whether a checkpoint wants the previous optimizer state)."""
 
     payload: torch.Tensor
     clock: int  # clock of the centre the payload was computed against
@@ -34,7 +45,7 @@ class Commit:
 
 @dataclasses.dataclass
 class Average:
-    """Synchronous round: answer is the averaged centre."""
+    """Synchronous round. Answer: (the averaged centre, whether a checkpoint wants the previous state)."""
 
     theta: torch.Tensor
     samples: int
@@ -43,18 +54,27 @@ class Average:
 
 
 @dataclasses.dataclass
+class SaveState:
+    """The local optimizer's state as of the worker's previous exchange, for a pending checkpoint."""
+
+    state: dict
+
+
+@dataclasses.dataclass
 class Done:
     samples: int
+    state: dict  # the local optimizer's state as of the last exchange (= now)
 
 
 def worker_program(*, rule: Rule | None, model: nn.Module, optimizer: torch.optim.Optimizer, stream: ShardStream,
-                   epochs: int, window: int, on_commit=None):
+                   epochs: int, window: int):
     """Train on ``stream`` for ``epochs`` epochs, talking to the parameter server every ``window`` steps.
-    ``rule`` None means synchronous model averaging. The last partial window is always committed.
-    ``on_commit(clock)``, if given, is called after every commit with the parameter server's clock after it
-    (the session uses it to checkpoint the local optimizer)."""
-    centre, clock, (epoch0, sample0) = yield Pull()
+    ``rule`` None means synchronous model averaging. The last partial window is always committed."""
+    centre, clock, (epoch0, sample0), state = yield Start()
+    if state:
+        optimizer.load_state_dict(state)
     set_flat(model, centre)
+    kept = copy.deepcopy(optimizer.state_dict())  # the state that goes with the last recorded cursor
     theta_s = centre
     loss_fn = nn.CrossEntropyLoss()
     steps = samples = total = 0
@@ -62,24 +82,25 @@ def worker_program(*, rule: Rule | None, model: nn.Module, optimizer: torch.opti
     cursor = (epoch0, sample0)
 
     def exchange():
-        nonlocal theta_s, clock, steps, samples, loss_sum
+        nonlocal theta_s, clock, steps, samples, loss_sum, kept
         theta_k = get_flat(model)
         loss = loss_sum / steps
         if rule is None:
-            centre = yield Average(theta_k, samples, cursor, loss)
+            centre, wanted = yield Average(theta_k, samples, cursor, loss)
             clock += 1  # one averaging round: every running worker takes part in each
             set_flat(model, centre)
         elif rule.elastic:
             centre_now, clock_now, _ = yield Pull()
             payload = rule.worker_payload(theta_k, centre_now, steps)
-            _, clock = yield Commit(payload, clock_now, samples, cursor, loss)
+            _, clock, wanted = yield Commit(payload, clock_now, samples, cursor, loss)
             set_flat(model, rule.worker_next(theta_k, payload, centre_now))
         else:
             payload = rule.worker_payload(theta_k, theta_s, steps)
-            theta_s, clock = yield Commit(payload, clock, samples, cursor, loss)
+            theta_s, clock, wanted = yield Commit(payload, clock, samples, cursor, loss)
             set_flat(model, theta_s)
-        if on_commit is not None:
-            on_commit(clock)
+        if wanted:
+            yield SaveState(kept)
+        kept = copy.deepcopy(optimizer.state_dict())
         steps = samples = 0
         loss_sum = 0.0
 
@@ -102,4 +123,4 @@ def worker_program(*, rule: Rule | None, model: nn.Module, optimizer: torch.opti
                 yield from exchange()
     if steps:
         yield from exchange()
-    yield Done(total)
+    yield Done(total, kept)

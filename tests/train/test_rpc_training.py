@@ -5,12 +5,12 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pandas as pd
 import psutil
 import pytest
+import torch
 
 from tests.flows.conftest import free_port
 from train.config import TrainConfig
@@ -52,38 +52,47 @@ def test_each_optimizer_learns_digits_with_four_workers(optimizer, digits_shards
     assert summary["unseen_rows"] == 0 and df.epoch.max() == pytest.approx(10, abs=0.01)
 
 
-def kill_after(seconds: float, name: str, pids: dict):
-    def later(started):
-        pids.update(started)
-        threading.Timer(seconds, lambda: os.kill(started[name], signal.SIGKILL)).start()
-    return later
+class KillWhen:
+    """Callbacks for ``launch``: SIGKILL rank ``name`` once training has passed ``epoch`` (progress, not time)."""
+
+    def __init__(self, name: str, epoch: float):
+        self.name, self.epoch, self.pids, self.killed_at = name, epoch, {}, None
+
+    def started(self, pids: dict) -> None:
+        self.pids.update(pids)
+
+    def progress(self, epoch: float, clock: int) -> None:
+        if self.killed_at is None and epoch >= self.epoch:
+            self.killed_at = epoch
+            os.kill(self.pids[self.name], signal.SIGKILL)
 
 
 def test_a_killed_worker_does_not_stop_training(blob_shards, tmp_path, no_leftover_processes):
-    pids = {}
-    summary = launch(TrainConfig(shards=str(blob_shards), out=str(tmp_path / "run"), optimizer="agn", epochs=40),
-                     on_started=kill_after(1.5, "worker1", pids))
-    assert summary["dead_workers"] == [1]
+    kill = KillWhen("worker1", epoch=1.0)
+    summary = launch(TrainConfig(shards=str(blob_shards), out=str(tmp_path / "run"), optimizer="agn", epochs=40,
+                                 eval_every=20), on_started=kill.started, on_progress=kill.progress)
+    assert kill.killed_at is not None and summary["dead_workers"] == [1]
     assert summary["unseen_rows"] > 0 and summary["final_accuracy"] > 0.5
 
 
 def test_a_killed_parameter_server_stops_the_workers_with_a_clear_error(blob_shards, tmp_path,
                                                                         no_leftover_processes):
-    started = time.monotonic()
+    kill = KillWhen("ps", epoch=0.5)
     with pytest.raises(TrainError, match=r"parameter server exited with code -9; workers stopped "
                                          r"\(worker 0: 1, worker 1: 1, worker 2: 1\)"):
-        launch(TrainConfig(shards=str(blob_shards), out=str(tmp_path / "run"), optimizer="agn", epochs=200),
-               on_started=kill_after(1.0, "ps", {}))
-    assert time.monotonic() - started < 60
+        launch(TrainConfig(shards=str(blob_shards), out=str(tmp_path / "run"), optimizer="agn", epochs=200,
+                           eval_every=20), on_started=kill.started, on_progress=kill.progress)
+    assert kill.killed_at is not None
 
 
 def test_resume_continues_the_clock(digits_shards, tmp_path, no_leftover_processes):
     out = tmp_path / "run"
     first = launch(TrainConfig(shards=str(digits_shards), out=str(out), optimizer="dynsgd", epochs=2))
     clock = first["commits"]
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert int(saved["clock"]) == clock and all("exp_avg" in s["state"][0] for s in saved["optimizer_states"])
     second = launch(TrainConfig(shards=str(digits_shards), out=str(out), optimizer="dynsgd", epochs=4,
                                 resume=True))
-    assert all((out / f"worker-{k}-optimizer.pt").is_file() for k in range(4))  # Adam moments for resume
     df = pd.read_parquet(out / "metrics.parquet")
     commits = df[df.worker >= 0].commit
     assert commits.is_unique and sorted(commits) == list(range(1, second["commits"] + 1))
@@ -103,18 +112,25 @@ def _as_a_terminal_job() -> None:
 
 
 def test_ctrl_c_leaves_no_process(blob_shards, tmp_path):
-    code = ("from train.config import TrainConfig; from train.launcher import launch; "
-            f"launch(TrainConfig(shards={str(blob_shards)!r}, out={str(tmp_path / 'run')!r}, epochs=200))")
-    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, preexec_fn=_as_a_terminal_job)
+    """Ctrl-C on ``python -m flows.train`` once training is under way: exit 130, one line, every rank gone."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "flows.train", "--shards", str(blob_shards), "--out", str(run),
+                             "--epochs", "200", "--eval-every", "20"], start_new_session=True,
+                            preexec_fn=_as_a_terminal_job, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
     try:
         parent = psutil.Process(proc.pid)
-        deadline = time.time() + 60
-        while len(parent.children(recursive=True)) < 4 and time.time() < deadline:
+        deadline = time.time() + 120
+        ps_log = run / "logs" / "ps.log"
+        while time.time() < deadline and not (ps_log.is_file() and "validation" in ps_log.read_text()):
+            assert proc.poll() is None, proc.stderr.read()
             time.sleep(0.2)
-        ranks = parent.children(recursive=True)
-        time.sleep(3)
+        assert ps_log.is_file() and "validation" in ps_log.read_text(), "training never got under way"
+        ranks = [p for p in parent.children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+        assert len(ranks) == 4, [p.cmdline() for p in ranks]  # the parameter server and three workers
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
-        proc.wait(60)
+        assert proc.wait(60) == 130
+        assert proc.stderr.read() == "error: interrupted\n"
         gone, alive = psutil.wait_procs(ranks, timeout=15)
         assert not alive, f"still running after Ctrl-C: {alive}"
     finally:  # a failed check must not leave a 200-epoch run behind

@@ -52,4 +52,53 @@ def test_a_round_closes_when_every_running_worker_has_submitted():
     ps.done(2)  # worker 2 ran out of rows: it must not hold the round back
     assert not f0.done()
     f1 = ps.average(1, torch.tensor([1.0, 2.0]), samples=1, cursor=(0, 1), loss=0.0)
-    assert f0.done() and f1.done() and f0.value().tolist() == [2.0, 1.0] and ps.clock == 1
+    assert f0.done() and f1.done() and f0.value()[0].tolist() == [2.0, 1.0] and ps.clock == 1
+
+
+def checkpointing_server(workers=2, every=2, eval_every=3):
+    cuts = []
+    ps = ParameterServer(rule=make_rule("downpour", lr=0.1), centre=torch.zeros(2), workers=workers, train_rows=100,
+                         eval_every=eval_every, on_snapshot=lambda *a: None, checkpoint_every=every,
+                         on_checkpoint=cuts.append)
+    return ps, cuts
+
+
+def commit(ps, k, rows):
+    return ps.commit(k, torch.ones(2), clock=ps.clock, samples=10, cursor=(0, rows), loss=0.0)
+
+
+def test_a_checkpoint_is_one_cut_of_centre_cursors_and_optimizer_states():
+    ps, cuts = checkpointing_server()
+    assert commit(ps, 0, 10)[2] is False  # clock 1
+    assert commit(ps, 1, 10)[2] is False  # clock 2: the cut is taken here
+    centre_at_cut = ps.centre.clone()
+    assert commit(ps, 0, 20)[2] is True  # worker 0's next exchange asks for its state before the cut
+    ps.save_state(0, {"steps": 1})
+    assert commit(ps, 1, 20)[2] is True  # clock 4 is skipped: the cut of clock 2 is still open
+    assert not cuts
+    ps.save_state(1, {"steps": 1})
+    (cut,) = cuts
+    assert cut.clock == 2 and cut.cursors == [(0, 10), (0, 10)] and cut.samples == [10, 10]
+    assert cut.states == {0: {"steps": 1}, 1: {"steps": 1}} and torch.equal(cut.centre, centre_at_cut)
+    assert cut.records == 2
+
+
+def test_a_finished_worker_sends_its_state_with_done_and_a_dead_one_is_left_out():
+    ps, cuts = checkpointing_server(workers=3)
+    commit(ps, 0, 10)
+    commit(ps, 1, 10)  # cut at clock 2 waits for workers 0, 1 and 2
+    ps.done(2, state={"last": 2})
+    ps.done(1, dead=True)
+    assert not cuts
+    commit(ps, 0, 20)
+    ps.save_state(0, {"steps": 1})
+    (cut,) = cuts
+    assert cut.states == {0: {"steps": 1}, 2: {"last": 2}}
+
+
+def test_checkpoints_do_not_depend_on_evaluations():
+    ps, cuts = checkpointing_server(every=5, eval_every=3)
+    for i in range(12):
+        if commit(ps, i % 2, 10 * (i + 1))[2]:
+            ps.save_state(i % 2, {})
+    assert [c.clock for c in cuts] == [5, 10]

@@ -59,10 +59,41 @@ def test_a_bad_model_factory_is_named(spec, message, digits_shards, tmp_path):
         run(digits_shards, tmp_path / "m", model=spec)
 
 
+def test_checkpoints_hold_every_workers_optimizer_state_at_the_cut(digits_shards, tmp_path):
+    """Each worker's Adam step count in checkpoint.pt equals the steps up to the cursor recorded with it, so the
+    centre, the cursors and the optimizer states are one cut; --checkpoint-every need not divide --eval-every."""
+    import math
+
+    import torch
+
+    from storage.shardset import ShardSet
+
+    cuts = []
+    from train import session
+
+    original = session.Monitor.checkpoint
+
+    def spy(self, cut):
+        cuts.append(cut.clock)
+        original(self, cut)
+        ckpt = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+        rows = ShardSet(digits_shards).manifest.rows_per_shard
+        for k, (epoch, sample) in enumerate(ckpt["cursors"].tolist()):
+            steps = epoch * math.ceil(rows[k] / 32) + math.ceil(sample / 32)
+            assert ckpt["optimizer_states"][k]["state"][0]["step"] == steps, (cut.clock, k)
+
+    session.Monitor.checkpoint = spy
+    try:
+        run(digits_shards, tmp_path / "r", optimizer="agn", epochs=3, window=2, eval_every=4, checkpoint_every=7)
+    finally:
+        session.Monitor.checkpoint = original
+    assert 7 in cuts and 14 in cuts and len(cuts) > 5
+
+
 def test_resume_restores_the_local_optimizer_state(digits_shards, tmp_path):
     import torch
     run(digits_shards, tmp_path / "r", optimizer="agn", epochs=2, checkpoint_every=3)
-    saved = torch.load(tmp_path / "r" / "worker-0-optimizer.pt", weights_only=True)
-    assert saved["state"] and "exp_avg" in saved["state"][0]  # Adam's first moment of the first parameter
+    saved = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)["optimizer_states"]
+    assert len(saved) == 4 and all("exp_avg" in s["state"][0] for s in saved)  # Adam's first moments
     summary, df = run(digits_shards, tmp_path / "r", optimizer="agn", epochs=3, checkpoint_every=3, resume=True)
     assert df[df.worker >= 0].commit.is_unique and df.epoch.max() == pytest.approx(3, abs=0.01)
