@@ -9,16 +9,22 @@ from storage.shardset import ShardSet
 
 
 def test_flow_runs_and_reports_artifacts(prefect_server, tmp_path):
-    from prefect.artifacts import Artifact
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     from flows.build_shards import build_shards
     from pipeline.config import BuildConfig
 
-    manifest = build_shards(config=BuildConfig(out=str(tmp_path / "s"), workers=4, family="kmeans"))
+    state = build_shards(config=BuildConfig(out=str(tmp_path / "s"), workers=4, family="kmeans"), return_state=True)
+    manifest = state.result()
     assert ShardSet(tmp_path / "s").manifest.rows_per_shard == manifest.rows_per_shard
     assert (tmp_path / "s" / "shard_stats.png").stat().st_size > 1000
-    table = Artifact.get("build-shards-quality")
-    assert table is not None and "group_tightness" in table.data
+    with get_client(sync_client=True) as client:
+        mine = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    by_key = {a.key: a for a in mine if a.key}
+    assert "group_tightness" in str(by_key["build-shards-quality"].data)
+    assert "data:image/png;base64," in by_key["build-shards-report"].data
 
 
 def test_cli_runs_the_flow_and_prints_a_summary(prefect_server, tmp_path, capsys):
