@@ -9,8 +9,10 @@ and ``discard`` removes it after an error, so a failed build leaves no output be
 
 import dataclasses
 import datetime
+import errno
 import json
 import logging
+import os
 import shutil
 import uuid
 from collections.abc import Callable
@@ -316,6 +318,11 @@ def build_shards(config: BuildConfig, *, progress: ProgressFn | None = None,
                 raise
         # the staging folder goes only after the cluster has closed: it holds the workers' scratch space
         return run_step("publish", publish, plan, scanned, family_info, written)
+    except OSError as exc:
+        discard(plan)
+        if exc.errno == errno.ENOSPC and not exc.filename:  # pyarrow's write errors name no file
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(plan.out)) from exc
+        raise
     except BaseException:
         discard(plan)
         raise

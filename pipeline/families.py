@@ -166,7 +166,7 @@ class ITQFamily(SignFamily):
         d = sample.shape[1]
         bits = min(size, d)
         itq = faiss.ITQTransform(d, bits, True)
-        itq.itq.seed = seed
+        itq.itq.seed = rng_streams.faiss_seed(seed)
         itq.train(sample)
         proj, offset = _affine_of(itq, d)
         key_dir, key_offset = _top_direction(sample)
@@ -182,7 +182,7 @@ class KMeansFamily(HashFamily):
     def _fit(sample, size, seed):
         d = sample.shape[1]
         cells = max(1, min(size, len(sample)))
-        km = faiss.Kmeans(d, cells, niter=10, seed=seed, verbose=False, spherical=False)
+        km = faiss.Kmeans(d, cells, niter=10, seed=rng_streams.faiss_seed(seed), verbose=False, spherical=False)
         km.train(sample)
         centroids = km.centroids.astype(np.float32)
         key_dir, key_offset = _top_direction(sample)

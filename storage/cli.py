@@ -94,8 +94,10 @@ def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel], *
             kw.update(action="store_true", help=text)
         else:
             origin = typing.get_origin(base)
-            kw.update(type=_comma_list if origin is list else base, choices=choices,
-                      help=f"{text} (default: {field.default})")
+            # None defaults are described in the field's text ("default: one per shard", ...)
+            suffix = " (required)" if field.is_required() else \
+                "" if field.default is None else f" (default: {field.default})"
+            kw.update(type=_comma_list if origin is list else base, choices=choices, help=text + suffix)
             if origin is list:
                 kw["metavar"] = "A,B,..."
         parser.add_argument("--" + name.replace("_", "-"), **kw)

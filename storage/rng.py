@@ -74,6 +74,16 @@ def demo_chunk(seed: int, chunk: int) -> np.random.Generator:
     return _gen(seed, 2, chunk)
 
 
+def faiss_seed(seed: int) -> int:
+    """Seed of FAISS's own generators (k-means initialisation, the ITQ rotation): the run's seed."""
+    return int(seed)
+
+
+def model_init_seed(seed: int) -> int:
+    """``torch.manual_seed`` before building the model: the same starting point in every process."""
+    return int(seed)
+
+
 def worker_torch_seed(seed: int, worker: int) -> int:
     """``torch.manual_seed`` of worker ``worker`` (dropout and other torch-side randomness)."""
     return seed * 1000 + worker + 1

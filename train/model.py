@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from storage import rng as rng_streams
 from storage.errors import InputError
 
 
@@ -17,7 +18,7 @@ def default_mlp(input_dim: int, num_classes: int, hidden: int = 128) -> nn.Modul
 def build_model(spec: str | None, *, input_dim: int, num_classes: int, seed: int) -> nn.Module:
     """The default MLP (``spec`` None) or ``factory(input_dim, num_classes)`` from ``module:factory``.
     Initialised under ``torch.manual_seed(seed)`` so every process builds the same starting point."""
-    torch.manual_seed(seed)
+    torch.manual_seed(rng_streams.model_init_seed(seed))
     if spec is None:
         return default_mlp(input_dim, num_classes)
     module_name, _, attr = spec.partition(":")

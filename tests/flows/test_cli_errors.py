@@ -3,6 +3,7 @@ naming the file, column or parameter, exit 2, no traceback from anyone, and noth
 
 import json
 import shutil
+import subprocess
 
 import numpy as np
 import pyarrow as pa
@@ -129,3 +130,23 @@ def test_pipeline_and_experiment_bad_input_is_one_line(tmp_path):
     (tmp_path / "bad.toml").write_text("shardings = 3\n")
     res = run_module("flows.experiment", "--config", tmp_path / "bad.toml", "--out", tmp_path / "x", cwd=tmp_path)
     assert_one_error_line(res, "bad.toml", "not a valid experiment grid")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (needs root, as in CI); skipped with the reason where it cannot be mounted."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True,
+                         text=True)
+    if res.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here: {res.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_is_one_line_naming_the_output(small_disk, tmp_path):
+    out = small_disk / "shards"
+    res = run_module("flows.build_shards", "--source", "demo:blobs?rows=40000&dim=16", "--out", out, cwd=tmp_path)
+    assert_one_error_line(res, "no space left on the device", str(out), code=1)
+    assert list(small_disk.iterdir()) == [], "the failed build left files on the full disk"
