@@ -45,6 +45,7 @@ from storage.manifest import (
     Validation,
     write_manifest,
 )
+from storage.ownership import check_apart, check_replaceable
 from storage.shardset import ShardSet
 
 log = logging.getLogger("simshard.build")
@@ -108,13 +109,17 @@ def check(config: BuildConfig) -> SourceDataset:
     out = output_folder(config)
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} exists and is not a folder; choose another --out")
-    if out.exists() and not config.overwrite:
-        raise InputError(f"output {out} already exists; pass --overwrite to replace it")
     label = config.label
     ds = open_source(config.source, features=config.features, label=label)
     if label is None and "label" in ds.schema.names and not config.features:
         if pa.types.is_integer(ds.schema.field("label").type):
             ds = open_source(config.source, features=None, label="label")
+    for root in ds.local_roots():
+        check_apart(out, root, output_flag="--out", other_flag="--source")
+    if out.exists() and not config.overwrite:
+        raise InputError(f"output {out} already exists; pass --overwrite to replace it")
+    if config.overwrite:
+        check_replaceable(out, kind="shards")
     if ds.num_rows < config.workers:
         raise InputError(f"source has {ds.num_rows} rows, fewer than --workers {config.workers}")
     return ds
@@ -290,6 +295,7 @@ def publish(plan: Plan, scanned: Scanned, family_info: FamilyInfo | None, writte
     shutil.rmtree(plan.work, ignore_errors=True)
     old = None
     if plan.out.exists():
+        check_replaceable(plan.out, kind="shards")  # again: something may have been added since the build began
         old = plan.out.parent / f".{plan.out.name}.old-{uuid.uuid4().hex[:8]}"
         plan.out.rename(old)
     plan.staging.rename(plan.out)

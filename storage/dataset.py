@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 from functools import cached_property
+from pathlib import Path
 
 import fsspec
 import numpy as np
@@ -144,6 +145,16 @@ class SourceDataset:
     @cached_property
     def arrow_fs(self) -> pafs.FileSystem:
         return _to_pyarrow_fs(self.fs)
+
+    def local_roots(self) -> list[Path]:
+        """The local paths this source reads (its folder, or its files); none for object stores. Outputs must
+        stay apart from them."""
+        if not isinstance(self.fs, fsspec.implementations.local.LocalFileSystem):
+            return []
+        given = Path(self.uri).expanduser()
+        if not self.uri.startswith("demo:") and given.is_dir():
+            return [given]
+        return [Path(f) for f in self.files]
 
     def fingerprint(self) -> str:
         """sha256 over file names (relative), sizes, row counts and schema: changes when the data does."""

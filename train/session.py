@@ -1,6 +1,7 @@
 """What a training run needs, built the same way in the simulator, the RPC processes and ``train.node``."""
 
 import dataclasses
+import json
 import logging
 import math
 import shutil
@@ -11,6 +12,7 @@ import torch
 
 from storage import rng as rng_streams
 from storage.errors import InputError, ManifestError
+from storage.ownership import RUN_MARKER, check_apart, check_replaceable
 from storage.shardset import ShardSet
 from train import report
 from train.config import TrainConfig
@@ -39,12 +41,16 @@ class Setup:
 
 
 def check_run_folder(config: TrainConfig) -> Path:
-    """The run folder; refuses an existing non-empty one unless --overwrite or --resume."""
+    """The run folder: apart from the shard set; an existing non-empty one only with --resume, or with
+    --overwrite when it is a run folder simshard made."""
     out = Path(config.out).expanduser().absolute()
+    check_apart(out, Path(config.shards).expanduser().absolute(), output_flag="--out", other_flag="--shards")
     if out.exists() and not out.is_dir():
         raise InputError(f"run folder {out} exists and is not a folder; choose another --out")
     if out.exists() and any(out.iterdir()) and not (config.resume or config.overwrite):
         raise InputError(f"run folder {out} already exists; pass --overwrite or --resume")
+    if config.overwrite and not config.resume:
+        check_replaceable(out, kind="run")
     return out
 
 
@@ -72,6 +78,8 @@ def prepare(config: TrainConfig, *, create_out: bool = True) -> Setup:
         if out.exists() and config.overwrite and not config.resume:
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
+        (out / RUN_MARKER).write_text(json.dumps({"format": "simshard.run", "shards": str(config.shards),
+                                                  "optimizer": config.optimizer}))
     train_rows = sum(m.rows_per_shard[:workers])
     plan = config.run_length(shard_rows=train_rows if single else min(m.rows_per_shard[:workers]))
     if plan.reason and create_out:

@@ -76,12 +76,20 @@ def test_existing_output_without_overwrite(tmp_path, dask_address, good):
     assert (out / "keep.txt").read_text() == "mine"
 
 
-def test_overwrite_replaces_output(tmp_path, dask_address, good):
+def test_overwrite_replaces_a_shard_set_simshard_made(tmp_path, dask_address, good):
+    out = tmp_path / "out"
+    build_shards(BuildConfig(source=str(good), out=str(out), dask_address=dask_address, workers=4))
+    build_shards(BuildConfig(source=str(good), out=str(out), dask_address=dask_address, overwrite=True, workers=2))
+    assert len(list(out.glob("shard-*.parquet"))) == 2 and (out / "manifest.json").is_file()
+
+
+def test_overwrite_refuses_a_folder_simshard_did_not_make(tmp_path, dask_address, good):
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("old")
-    build_shards(BuildConfig(source=str(good), out=str(out), dask_address=dask_address, overwrite=True, workers=2))
-    assert not (out / "old.txt").exists() and (out / "manifest.json").is_file()
+    with pytest.raises(InputError, match="old.txt"):
+        build_shards(BuildConfig(source=str(good), out=str(out), dask_address=dask_address, overwrite=True))
+    assert (out / "old.txt").read_text() == "old"
 
 
 def test_corrupt_parquet_names_the_file(tmp_path, dask_address, good):

@@ -1,0 +1,90 @@
+"""--overwrite replaces only what simshard made, and outputs never overlap their inputs (run as a user runs the
+CLIs). Each case is one the issue found deleting data."""
+
+import shutil
+
+import pytest
+
+from tests.cli_helpers import assert_one_error_line, run_module
+from tests.conftest import mixture, write_parquet
+
+
+@pytest.fixture
+def source_dir(tmp_path):
+    src = tmp_path / "data"
+    src.mkdir()
+    x, y = mixture(400, dim=3)
+    write_parquet(src / "part-0.parquet", x, y)
+    return src
+
+
+def test_a_build_into_its_source_folder_is_refused(source_dir, tmp_path):
+    res = run_module("flows.build_shards", "--source", source_dir, "--out", source_dir, "--overwrite", cwd=tmp_path)
+    assert_one_error_line(res, "--out", "is --source")
+    assert (source_dir / "part-0.parquet").is_file()
+
+
+def test_a_build_inside_its_source_folder_is_refused(source_dir, tmp_path):
+    res = run_module("flows.build_shards", "--source", source_dir, "--out", source_dir / "shards", cwd=tmp_path)
+    assert_one_error_line(res, "is inside --source")
+
+
+def test_overwrite_of_the_working_directory_is_refused(source_dir, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    res = run_module("flows.build_shards", "--source", source_dir, "--out", ".", "--overwrite", cwd=work)
+    assert_one_error_line(res, "--overwrite replaces only a shard set simshard made", "notes.txt")
+    assert (work / "notes.txt").read_text() == "mine" and (source_dir / "part-0.parquet").is_file()
+
+
+def test_overwrite_of_a_folder_simshard_did_not_make_is_refused(source_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "important.txt").write_text("keep")
+    res = run_module("flows.build_shards", "--source", source_dir, "--out", out, "--overwrite", cwd=tmp_path)
+    assert_one_error_line(res, str(out), "important.txt")
+    assert (out / "important.txt").read_text() == "keep"
+
+
+def test_overwrite_replaces_a_shard_set_but_not_a_file_added_to_it(digits_shards, source_dir, tmp_path):
+    out = tmp_path / "shards"
+    shutil.copytree(digits_shards, out)
+    res = run_module("flows.build_shards", "--source", source_dir, "--out", out, "--overwrite", "--workers", "2",
+                     cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    (out / "my-notes.md").write_text("mine")
+    res = run_module("flows.build_shards", "--source", source_dir, "--out", out, "--overwrite", "--workers", "2",
+                     cwd=tmp_path)
+    assert_one_error_line(res, "my-notes.md", "which simshard did not make")
+    assert (out / "my-notes.md").read_text() == "mine" and (out / "manifest.json").is_file()
+
+
+def test_train_never_overwrites_its_shard_set(digits_shards, tmp_path):
+    shards = tmp_path / "shards"
+    shutil.copytree(digits_shards, shards)
+    res = run_module("flows.train", "--shards", shards, "--out", shards, "--overwrite", cwd=tmp_path)
+    assert_one_error_line(res, "--out", "is --shards")
+    res = run_module("flows.train", "--shards", shards, "--out", shards / "run", cwd=tmp_path)
+    assert_one_error_line(res, "is inside --shards")
+    res = run_module("flows.train", "--shards", shards, "--out", tmp_path, "--overwrite", cwd=tmp_path)
+    assert_one_error_line(res, "contains --shards")
+    assert (shards / "manifest.json").is_file() and len(list(shards.glob("shard-*.parquet"))) == 4
+
+
+def test_train_overwrite_replaces_only_a_run_folder(digits_shards, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "important.txt").write_text("keep")
+    res = run_module("flows.train", "--shards", digits_shards, "--out", run, "--overwrite", cwd=tmp_path)
+    assert_one_error_line(res, "--overwrite replaces only a run folder simshard made")
+    assert (run / "important.txt").read_text() == "keep"
+
+
+def test_the_pipeline_default_overwrite_refuses_a_folder_it_did_not_make(tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "data.csv").write_text("1,2,3")
+    res = run_module("flows.pipeline", "--shards", shards, "--run", tmp_path / "run", cwd=tmp_path)
+    assert_one_error_line(res, "data.csv")
+    assert (shards / "data.csv").read_text() == "1,2,3"
