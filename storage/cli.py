@@ -72,24 +72,28 @@ def _comma_list(text: str) -> list[str]:
 
 
 def model_parser(model: type[BaseModel], *, prog: str, description: str, exclude: Iterable[str] = (),
-                 help_overrides: dict[str, str] | None = None) -> Parser:
-    """A parser with one option per field of ``model`` (minus ``exclude``), plus ``--debug`` and
-    ``--log-level``. Options not given are absent from the parsed namespace, so the model's defaults apply."""
+                 help_overrides: dict[str, str] | None = None, positional: Iterable[str] = ()) -> Parser:
+    """A parser with one option per field of ``model`` (minus ``exclude``; fields in ``positional`` are
+    positional arguments), plus ``--debug`` and ``--log-level``. Options not given are absent from the parsed
+    namespace, so the model's defaults apply."""
     parser = Parser(prog=prog, description=description)
-    add_model_options(parser, model, exclude=exclude, help_overrides=help_overrides)
+    add_model_options(parser, model, exclude=exclude, help_overrides=help_overrides, positional=positional)
     add_common_options(parser)
     return parser
 
 
 def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel], *, exclude: Iterable[str] = (),
-                      help_overrides: dict[str, str] | None = None, dest_prefix: str = "") -> None:
-    skip, overrides = set(exclude), help_overrides or {}
+                      help_overrides: dict[str, str] | None = None, positional: Iterable[str] = ()) -> None:
+    skip, overrides, bare = set(exclude), help_overrides or {}, set(positional)
     for name, field in model.model_fields.items():
         if name in skip:
             continue
         base, choices = _base(field.annotation)
         text = overrides.get(name, field.description or "")
-        kw: dict[str, Any] = dict(dest=dest_prefix + name, default=argparse.SUPPRESS)
+        if name in bare:
+            parser.add_argument(name, type=base, help=text, **({} if field.is_required() else {"nargs": "?"}))
+            continue
+        kw: dict[str, Any] = dict(dest=name, default=argparse.SUPPRESS)
         if base is bool:
             kw.update(action="store_true", help=text)
         else:

@@ -9,6 +9,10 @@ class InputError(SimshardError, ValueError):
     """Bad input: a missing/corrupt file, a bad column, a bad parameter."""
 
 
+class DataError(InputError):
+    """A shard or validation file whose contents fail verification: a page checksum, NaN/inf values."""
+
+
 class ManifestError(SimshardError):
     """A shard set whose manifest is missing, invalid or does not match its files."""
 

@@ -1,12 +1,19 @@
-"""Write shard part files and read shard sets back.
+"""Write shard part files and read shard sets back, verified.
 
 Part files hold the feature columns as float32 (dictionary encoding off: reference §5), the label as int64
 and ``source_row`` (int64). A shard is one file ``shard-00003-of-00008.parquet`` or, when large, a folder
 ``shard-00003-of-00008/part-00000.parquet``...; the manifest lists the files in order.
+
+Every page is written with a CRC (``write_page_checksum``) and every read verifies it
+(``page_checksum_verification``): a flipped bit is a :class:`~storage.errors.DataError` naming the file, as is
+a NaN or inf feature value (the build never writes one). Opening a :class:`ShardSet` checks the manifest and
+every file's size and row count (:func:`storage.manifest.read_manifest`).
 """
 
+import dataclasses
 import hashlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage.dataset import FeatureSpec, features_of
+from storage.errors import DataError
 from storage.manifest import ROW_GROUP_ROWS, read_manifest
 
 
@@ -35,10 +43,43 @@ def write_part(table: pa.Table, path: Path, *, label: str | None, row_group_rows
     """Write ``table`` to ``path``; return {rows, bytes, sha256} of the written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path, use_dictionary=[label] if label else False, row_group_size=row_group_rows,
-                   compression="snappy")
+                   compression="snappy", write_page_checksum=True)
     with open(path, "rb") as fh:  # just written, so read back from the page cache
         digest = hashlib.file_digest(fh, "sha256").hexdigest()
     return {"rows": table.num_rows, "bytes": path.stat().st_size, "sha256": digest}
+
+
+@contextmanager
+def verified(path: Path):
+    """Turn pyarrow's read errors (a failed page CRC names no file) into a :class:`DataError` naming ``path``."""
+    try:
+        yield
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DataError(f"{path} is corrupt ({str(exc).splitlines()[0]}); rebuild the shard set "
+                        "(python -m flows.verify checks every file)") from exc
+
+
+def open_verified(path: Path) -> pq.ParquetFile:
+    """A Parquet file whose every page read is checked against its CRC."""
+    with verified(path):
+        return pq.ParquetFile(path, page_checksum_verification=True)
+
+
+def read_verified(path: Path, row_group: int | None = None, *, columns: list[str] | None = None) -> pa.Table:
+    """One row group (or the whole file) of ``path``, page checksums verified."""
+    pf = open_verified(path)
+    with verified(path):
+        return pf.read() if row_group is None else pf.read_row_group(row_group, columns=columns)
+
+
+def check_finite(x: np.ndarray, spec: FeatureSpec, path: Path) -> None:
+    """Raise :class:`DataError` naming ``path`` and the column when ``x`` (rows, dim) holds NaN or inf."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        rows, cols = np.nonzero(bad)
+        column = spec.columns[0] if spec.layout == "list" else spec.columns[int(cols[0])]
+        raise DataError(f"{path}: column {column!r} holds NaN or inf ({len(rows)} values); the build never "
+                        "writes them, so the file was changed: rebuild the shard set")
 
 
 class ShardSet:
@@ -64,18 +105,49 @@ class ShardSet:
                      ) -> Iterator[pa.RecordBatch]:
         """Record batches of ``files`` in queue order, never more than ``batch_rows`` rows in memory."""
         for f in files:
-            yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns)
+            pf = open_verified(f)
+            with verified(f):
+                yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
 
     def read_arrays(self, files: list[Path]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        """Whole files as (features float32 (n, d), labels int64 (n,) or None, source_row int64 (n,))."""
-        table = pa.concat_tables(pq.read_table(f) for f in files) if files else None
-        if table is None or table.num_rows == 0:
+        """Whole files as (features float32 (n, d), labels int64 (n,) or None, source_row int64 (n,)); pages
+        and values verified."""
+        if not files:
             return np.zeros((0, self.spec.dim), np.float32), None, np.zeros(0, np.int64)
-        labels = table.column(self.spec.label).to_numpy() if self.spec.label else None
-        return features_of(table, self.spec), labels, table.column("source_row").to_numpy()
+        xs, ys, rows = [], [], []
+        for f in files:
+            table = read_verified(f)
+            x = features_of(table, self.spec)
+            check_finite(x, self.spec, f)
+            xs.append(x)
+            ys.append(table.column(self.spec.label).to_numpy() if self.spec.label else None)
+            rows.append(table.column("source_row").to_numpy())
+        labels = np.concatenate(ys) if self.spec.label else None
+        return np.concatenate(xs), labels, np.concatenate(rows)
 
     def read_shard(self, index: int):
         return self.read_arrays(self.shard_files(index))
 
     def read_validation(self):
         return self.read_arrays(self.validation_files())
+
+
+@dataclasses.dataclass(frozen=True)
+class Verified:
+    """What :func:`verify` checked: ``files`` files holding ``rows`` rows, ``bytes`` bytes."""
+
+    files: int
+    rows: int
+    bytes: int
+
+
+def verify(folder: str | Path) -> Verified:
+    """Check a shard set completely: the manifest, every file's size, row count and sha256, every page's CRC
+    and every feature value (finite). Raises :class:`~storage.errors.ManifestError` or :class:`DataError`."""
+    shards = ShardSet(folder, verify_checksums=True)
+    entries = shards.manifest.all_files()
+    for entry in entries:
+        path = shards.folder / entry.path
+        table = read_verified(path)
+        check_finite(features_of(table, shards.spec), shards.spec, path)
+    return Verified(len(entries), sum(e.rows for e in entries), sum(e.bytes for e in entries))

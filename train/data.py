@@ -16,13 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
 from storage import rng as rng_streams
 from storage.dataset import features_of
-from storage.shardset import ShardSet
+from storage.shardset import ShardSet, check_finite, open_verified, verified
 
 
 class ShardStream:
@@ -34,7 +33,7 @@ class ShardStream:
         self.blocks: list[tuple[Path, int, int, int]] = []  # (file, row group, first position, rows)
         start = 0
         for f in shards.shard_files(index):
-            meta = pq.ParquetFile(f).metadata
+            meta = open_verified(f).metadata
             for g in range(meta.num_row_groups):
                 n = meta.row_group(g).num_rows
                 self.blocks.append((f, g, start, n))
@@ -61,9 +60,11 @@ class ShardStream:
     def _block(self, b: int) -> tuple[np.ndarray, np.ndarray]:
         f, g, _, _ = self.blocks[b]
         if f not in self._files:  # open each file (and parse its footer) once, not once per row group
-            self._files[f] = pq.ParquetFile(f)
-        table = self._files[f].read_row_group(g)
+            self._files[f] = open_verified(f)
+        with verified(f):
+            table = self._files[f].read_row_group(g)
         x = features_of(table, self.shards.spec)
+        check_finite(x, self.shards.spec, f)
         label = self.shards.spec.label
         y = table.column(label).to_numpy() if label else np.zeros(table.num_rows, np.int64)
         return x, y
@@ -100,7 +101,6 @@ def load_validation(shards: ShardSet) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def load_all(shards: ShardSet) -> tuple[np.ndarray, np.ndarray]:
-    """Every shard's rows (for the ``single`` reference): features (n, d) float32, labels (n,) int64."""
-    tables = [pq.read_table(f) for i in range(shards.workers) for f in shards.shard_files(i)]
-    table = pa.concat_tables(tables)
-    return features_of(table, shards.spec), table.column(shards.spec.label).to_numpy()
+    """Every shard's rows (for the ``single`` reference): features (n, d) float32, labels int64 (n,)."""
+    x, y, _ = shards.read_arrays([f for i in range(shards.workers) for f in shards.shard_files(i)])
+    return x, y

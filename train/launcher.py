@@ -19,10 +19,10 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from storage.cli import INTERRUPTED
-from storage.errors import TrainError
+from storage.errors import InputError, SimshardError, TrainError
 from train import session
 from train.config import TrainConfig
-from train.rpc import log_path, process_main
+from train.rpc import BAD_INPUT_EXIT, BAD_INPUT_PREFIX, log_path, process_main
 from train.server import DEAD
 
 __all__ = ["TrainError", "launch"]
@@ -109,8 +109,10 @@ def last_log_line(out: Path, name: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _exited(name: str, code: int, out: Path, when: str) -> TrainError:
+def _exited(name: str, code: int, out: Path, when: str) -> SimshardError:
     last = last_log_line(out, name)
+    if code == BAD_INPUT_EXIT and BAD_INPUT_PREFIX in last:
+        return InputError(last.split(BAD_INPUT_PREFIX, 1)[1])
     return TrainError(f"{name} exited with code {code} {when}" + (f": {last}" if last else "") +
                       f" (logs in {out / 'logs'})")
 
@@ -141,11 +143,15 @@ def _supervise(procs: dict, status, report_progress, out: Path) -> None:
             report_progress()
             last_report = time.monotonic()
         for k, p in enumerate(workers):
+            if p.exitcode == BAD_INPUT_EXIT:
+                raise _exited(f"worker{k}", p.exitcode, out, "on bad input")
             if p.exitcode not in (None, 0) and status[k] != DEAD:
                 log.warning("worker %d exited with code %s; training goes on with the others (%s)", k, p.exitcode,
                             last_log_line(out, f"worker{k}") or "no log line")
                 status[k] = DEAD
         time.sleep(0.05)
+    if ps.exitcode == BAD_INPUT_EXIT:
+        raise _exited("ps", ps.exitcode, out, "on bad input")
     if ps.exitcode != 0:
         deadline = time.monotonic() + WORKER_GRACE_S
         while any(p.exitcode is None for p in workers) and time.monotonic() < deadline:

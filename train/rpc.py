@@ -17,7 +17,7 @@ import torch
 import torch.distributed.rpc as rpc
 
 from storage import cli
-from storage.errors import TrainError
+from storage.errors import InputError, TrainError
 from train import session
 from train.config import TrainConfig
 from train.server import DEAD, RUNNING
@@ -25,6 +25,8 @@ from train.worker import Average, Commit, Done, Pull, SaveState, Start
 
 log = logging.getLogger("simshard.rpc")
 PS_NAME = "ps"
+BAD_INPUT_EXIT = 3  # a rank that read bad input (a corrupt shard) exits with this; the launcher stops the run
+BAD_INPUT_PREFIX = "bad input: "
 _SERVER = None  # the ParameterServer of the parameter-server process
 _LAST_SEEN: dict[int, float] = {}
 
@@ -200,6 +202,9 @@ def process_main(role: str, config: TrainConfig, k: int, rank: int, world_size: 
                   progress=progress)
         else:
             work(config, k, rank=rank, world_size=world_size, init_method=init_method, joined=joined)
+    except InputError as exc:  # bad data (a corrupt shard file): the whole run stops, with this message
+        log.error("%s%s", BAD_INPUT_PREFIX, exc)
+        sys.exit(BAD_INPUT_EXIT)
     except TrainError as exc:
         log.error("%s", exc)
         sys.exit(1)

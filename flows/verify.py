@@ -1,0 +1,48 @@
+"""Prefect flow ``verify`` and its command line ``python -m flows.verify DIR``: check a shard set completely.
+
+Readers already check the manifest and every file's size and row count when they open a set, and every page's
+CRC as they read it; this also compares every file's sha256 with the manifest and reads every value.
+"""
+
+import sys
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows import terminal
+from storage import cli
+from storage.shardset import Verified, verify
+
+
+class VerifyOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    shards: str = Field(description="shard folder to verify")
+
+
+@flow(name="verify", log_prints=True)
+def verify_shards(options: VerifyOptions) -> Verified:
+    """Verify a shard set (manifest, sizes, row counts, sha256, page checksums, finite values)."""
+    result = verify(options.shards)
+    get_run_logger().info("verified %d files, %d rows, %d bytes in %s", result.files, result.rows, result.bytes,
+                          options.shards)
+    return result
+
+
+def main(argv=None) -> int:
+    parser = cli.model_parser(VerifyOptions, prog="python -m flows.verify", positional=["shards"], description=(
+        "Verify a shard set: manifest, every file's size, row count and sha256, page checksums, finite values."))
+    values, common = cli.split_common(parser.parse_args(argv))
+    terminal.configure(common)
+
+    def command() -> int:
+        options = VerifyOptions(**values)
+        result = verify_shards(options)
+        print(f"verified {options.shards}: {result.files} files, {result.rows} rows, all sha256 and page checksums "
+              "match, every value finite")
+        return 0
+
+    return cli.run(command, debug=common.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
