@@ -22,6 +22,7 @@ from storage.cli import INTERRUPTED
 from storage.errors import InputError, SimshardError, TrainError
 from train import session
 from train.config import TrainConfig
+from train.report import update_summary
 from train.rpc import BAD_INPUT_EXIT, BAD_INPUT_PREFIX, log_path, process_main
 from train.server import DEAD
 
@@ -43,6 +44,8 @@ def launch(config: TrainConfig, *, on_started: Callable[[dict[str, int]], None] 
     setup = session.prepare(config)
     ctx = mp.get_context("spawn")
     world = setup.workers + 1
+    for stale in setup.out.glob(".rendezvous-*"):  # left by a launcher that was killed: ours to remove
+        stale.unlink(missing_ok=True)
     rendezvous = setup.out / f".rendezvous-{uuid.uuid4().hex[:8]}"
     init_method = f"file://{rendezvous}"
     # one writer per value, so no lock (and no semaphore for an interrupted run to leak)
@@ -60,15 +63,18 @@ def launch(config: TrainConfig, *, on_started: Callable[[dict[str, int]], None] 
              setup.workers, setup.epochs, setup.window, setup.out / "logs")
     bar = tqdm(total=setup.epochs, desc="train", unit="epoch", leave=False, disable=None,
                bar_format="{desc}: {n:.2f}/{total} epochs |{bar}| {postfix}")
+    started = time.monotonic()
     try:
         for p in procs.values():
             p.start()
         _wait_joined(procs, joined, config.join_timeout, setup.out)
+        startup = time.monotonic() - started
         if on_started:
             on_started({name: p.pid for name, p in procs.items()})
         report = _Progress(setup.epochs, stats, bar, progress, on_progress)
         _supervise(procs, status, report, setup.out)
-        return _read_summary(setup)
+        _read_summary(setup)
+        return update_summary(setup.out, startup_seconds=startup, wall_seconds=time.monotonic() - started)
     finally:
         bar.close()
         _stop_all(procs)

@@ -32,7 +32,7 @@ def metrics_frame(records: list[dict], evals: list[dict]) -> pd.DataFrame:
 
 
 def summarize(df: pd.DataFrame, *, optimizer: str, workers: int, epochs: int, target: float,
-              unseen_rows: int, dead_workers: list[int], wall_seconds: float) -> dict:
+              unseen_rows: int, dead_workers: list[int], training_seconds: float) -> dict:
     evals = df[df.worker == -2]
     commits = df[df.worker != -2]
     reached = evals[evals.accuracy >= target]
@@ -46,10 +46,10 @@ def summarize(df: pd.DataFrame, *, optimizer: str, workers: int, epochs: int, ta
         "epochs_to_target": None if reached.empty else float(reached.epoch.iloc[0]),
         "seconds_to_target": None if reached.empty else float(reached.time.iloc[0]),
         "commits": int(len(commits)),
-        "commits_per_second": float(len(commits) / wall_seconds) if wall_seconds > 0 else None,
+        "commits_per_second": float(len(commits) / training_seconds) if training_seconds > 0 else None,
         "mean_staleness": nanmean(commits.staleness.astype(float)) if len(commits) else None,
         "mean_conflict": nanmean(commits.conflict),
-        "unseen_rows": int(unseen_rows), "dead_workers": dead_workers, "wall_seconds": wall_seconds,
+        "unseen_rows": int(unseen_rows), "dead_workers": dead_workers, "training_seconds": training_seconds,
     }
 
 
@@ -93,6 +93,15 @@ def write_outputs(out: Path, *, df: pd.DataFrame, summary: dict, state_dict: dic
     os.replace(tmp, out / "summary.json")
 
 
+def update_summary(out: Path, **fields) -> dict:
+    """Add ``fields`` to ``out/summary.json`` (rewritten atomically); returns the summary."""
+    summary = dict(json.loads((out / "summary.json").read_text()), **fields)
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, out / "summary.json")
+    return summary
+
+
 def save_checkpoint(out: Path, cut, *, optimizer: str, workers: int, evals: list[dict], records: list[dict]) -> None:
     """A :class:`~train.server.Cut` as checkpoint.pt: θ̃, clock, per-worker cursors, rows seen and local
     optimizer states (``{}`` for a worker that died), and the history up to the clock. Tensors, numbers,
@@ -100,7 +109,7 @@ def save_checkpoint(out: Path, cut, *, optimizer: str, workers: int, evals: list
     out.mkdir(parents=True, exist_ok=True)
     blob = {"centre": cut.centre, "clock": cut.clock, "cursors": torch.tensor(cut.cursors, dtype=torch.int64),
             "samples": torch.tensor(cut.samples, dtype=torch.int64), "optimizer": optimizer,
-            "optimizer_states": [cut.states.get(k, {}) for k in range(workers)], "evals": evals,
+            "optimizer_states": [cut.states.get(k, {}) for k in range(workers)], "elapsed": cut.elapsed, "evals": evals,
             "records": records}
     tmp = out / (CHECKPOINT + ".tmp")
     torch.save(blob, tmp)

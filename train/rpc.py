@@ -112,6 +112,7 @@ def serve(config: TrainConfig, *, rank: int, world_size: int, init_method: str, 
     rpc.init_rpc(PS_NAME, rank=rank, world_size=world_size, rpc_backend_options=backend_options(init_method))
     if joined is not None:
         joined[rank] = 1
+    ps.start_clock()  # training time starts once the group has formed: start-up is the launcher's to report
     start = time.monotonic()
     for k in range(setup.workers):
         _LAST_SEEN.setdefault(k, start)
@@ -129,7 +130,7 @@ def serve(config: TrainConfig, *, rank: int, world_size: int, init_method: str, 
                     log.warning("worker %d silent for %.0f s; declared dead", k, now - _LAST_SEEN[k])
                     ps.done(k, dead=True)
         evaluator.close()
-        return session.finish(setup, ps, monitor, wall_seconds=time.monotonic() - start)
+        return session.finish(setup, ps, monitor)
     finally:
         rpc.shutdown(graceful=False)
 

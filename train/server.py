@@ -37,6 +37,7 @@ class Cut:
     cursors: list[tuple[int, int]]
     samples: list[int]
     records: int
+    elapsed: float  # training time at the cut (metrics time: seconds over RPC, logical in the simulator)
     states: dict[int, dict] = dataclasses.field(default_factory=dict)
     waiting: set[int] = dataclasses.field(default_factory=set)  # running workers whose state is still to come
     to_ask: set[int] = dataclasses.field(default_factory=set)  # of those, the ones not asked yet
@@ -47,8 +48,10 @@ class ParameterServer:
                  on_snapshot: Callable[[int, float, torch.Tensor], None], clock: int = 0,
                  cursors: list[tuple[int, int]] | None = None, samples: list[int] | None = None,
                  checkpoint_every: int = 0, on_checkpoint: Callable[[Cut], None] | None = None,
-                 optimizer_states: list[dict] | None = None, now: Callable[[], float] = time.monotonic):
+                 optimizer_states: list[dict] | None = None, elapsed: float = 0.0,
+                 now: Callable[[], float] = time.monotonic):
         self.rule, self.centre, self.clock = rule, centre.clone(), clock
+        self.elapsed_before = elapsed  # training time of the segments before a --resume
         self.checkpoint_every, self.on_checkpoint = checkpoint_every, on_checkpoint
         self.resume_states = list(optimizer_states or [{}] * workers)
         self.final_states: dict[int, dict] = {}
@@ -68,6 +71,14 @@ class ParameterServer:
         self.round_loss: dict[int, float] = {}
 
     # -- queries ---------------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        """Training time so far, continuing across resumes: the time column of the metrics."""
+        return self.elapsed_before + self.now() - self.start_time
+
+    def start_clock(self) -> None:
+        """Training starts now (over RPC: once every rank has joined), for :meth:`elapsed`."""
+        self.start_time = self.now()
+
     @property
     def epoch(self) -> float:
         return sum(self.samples) / max(1, self.train_rows)
@@ -155,7 +166,7 @@ class ParameterServer:
         """The end of the run as a checkpoint: every finished worker's last optimizer state."""
         with self.lock:
             return Cut(self.clock, self.centre.clone(), list(self.cursors), list(self.samples), len(self.records),
-                       states=dict(self.final_states))
+                       self.elapsed(), states=dict(self.final_states))
 
     # -- internals (called with the lock held) ------------------------------------------------------------
     def _close_round_if_complete(self):
@@ -200,7 +211,7 @@ class ParameterServer:
             return
         running = {k for k, s in enumerate(self.status) if s == RUNNING}
         self.cut = Cut(self.clock, self.centre.clone(), list(self.cursors), list(self.samples), len(self.records),
-                       waiting=set(running), to_ask=set(running))
+                       self.elapsed(), waiting=set(running), to_ask=set(running))
 
     def _deliver(self, worker: int, state: dict | None) -> Cut | None:
         """Record ``worker``'s state (None: it died) in the pending cut; return the cut once complete."""
@@ -237,7 +248,7 @@ class ParameterServer:
         return (row, None, None) if previous is None else (row, previous[1], previous[2])
 
     def _row(self, worker, staleness, norm, conflict, loss) -> dict:
-        return {"time": self.now() - self.start_time, "epoch": self.epoch, "commit": self.clock, "worker": worker,
+        return {"time": self.elapsed(), "epoch": self.epoch, "commit": self.clock, "worker": worker,
                 "staleness": staleness, "update_norm": norm, "conflict": conflict, "train_loss": loss}
 
     def _due(self):

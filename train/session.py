@@ -160,7 +160,7 @@ class Monitor:
 
     def __call__(self, clock: int, epoch: float, centre: torch.Tensor) -> None:
         loss, acc = evaluate(self.model, centre, self.x, self.y)
-        self.evals.append({"time": self.server.now() - self.server.start_time, "epoch": epoch, "commit": clock,
+        self.evals.append({"time": self.server.elapsed(), "epoch": epoch, "commit": clock,
                            "loss": loss, "accuracy": acc})
         log.info("commit %d  epoch %.2f  validation loss %.4f  accuracy %.4f", clock, epoch, loss, acc)
         if self.progress:
@@ -186,7 +186,7 @@ def server(setup: Setup, monitor: Monitor, *, now=time.monotonic) -> ParameterSe
             raise InputError(f"--resume: the checkpoint is for {ckpt['optimizer']}, not {cfg.optimizer}")
         state = {"centre": ckpt["centre"], "clock": int(ckpt["clock"]),
                  "cursors": [tuple(c) for c in ckpt["cursors"].tolist()], "samples": ckpt["samples"].tolist(),
-                 "optimizer_states": ckpt["optimizer_states"]}
+                 "optimizer_states": ckpt["optimizer_states"], "elapsed": float(ckpt["elapsed"])}
         monitor.evals = list(ckpt["evals"])
         log.info("resuming at clock %d", state["clock"])
     centre = state.pop("centre", None)
@@ -201,8 +201,10 @@ def server(setup: Setup, monitor: Monitor, *, now=time.monotonic) -> ParameterSe
     return ps
 
 
-def finish(setup: Setup, ps: ParameterServer, monitor: Monitor, *, wall_seconds: float, plots: bool = True) -> dict:
-    """Final evaluation, checkpoint and outputs; returns the summary."""
+def finish(setup: Setup, ps: ParameterServer, monitor: Monitor, *, plots: bool = True,
+           extra: dict | None = None) -> dict:
+    """Final evaluation, checkpoint and outputs; returns the summary. Its ``training_seconds`` is the metrics'
+    time at the end (continuing across resumes); the launcher adds ``startup_seconds`` and ``wall_seconds``."""
     cfg = setup.config
     if not monitor.evals or monitor.evals[-1]["commit"] != ps.clock:
         monitor(ps.clock, ps.epoch, ps.centre.clone())
@@ -215,10 +217,11 @@ def finish(setup: Setup, ps: ParameterServer, monitor: Monitor, *, wall_seconds:
     df = report.metrics_frame(ps.records, monitor.evals)
     summary = report.summarize(df, optimizer=cfg.optimizer, workers=setup.workers, epochs=setup.epochs,
                                target=cfg.target_accuracy, unseen_rows=unseen, dead_workers=dead,
-                               wall_seconds=wall_seconds)
+                               training_seconds=ps.elapsed())
     summary["auc"] = report.auc(df)
     summary["shards"] = str(setup.shards.folder)
     summary["eval_every"] = setup.eval_every
+    summary.update(extra or {})
     model = new_model(setup)
     set_flat(model, ps.centre)
     report.write_outputs(setup.out, df=df, summary=summary, state_dict=model.state_dict(),

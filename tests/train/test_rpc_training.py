@@ -85,18 +85,31 @@ def test_a_killed_parameter_server_stops_the_workers_with_a_clear_error(blob_sha
     assert kill.killed_at is not None
 
 
-def test_resume_continues_the_clock(digits_shards, tmp_path, no_leftover_processes):
+def test_resume_continues_the_clock_and_keeps_its_books(digits_shards, tmp_path, no_leftover_processes):
     out = tmp_path / "run"
     first = launch(TrainConfig(shards=str(digits_shards), out=str(out), optimizer="dynsgd", epochs=2))
     clock = first["commits"]
     saved = torch.load(out / "checkpoint.pt", weights_only=True)
     assert int(saved["clock"]) == clock and all("exp_avg" in s["state"][0] for s in saved["optimizer_states"])
+    first_end = pd.read_parquet(out / "metrics.parquet").time.max()
+    (out / ".rendezvous-killed").write_text("")  # what a launcher killed with SIGKILL leaves
     second = launch(TrainConfig(shards=str(digits_shards), out=str(out), optimizer="dynsgd", epochs=4,
-                                resume=True))
+                                resume=True, target_accuracy=0.5))
     df = pd.read_parquet(out / "metrics.parquet")
-    commits = df[df.worker >= 0].commit
-    assert commits.is_unique and sorted(commits) == list(range(1, second["commits"] + 1))
+    commits = df[df.worker >= 0]
+    assert commits.commit.is_unique and sorted(commits.commit) == list(range(1, second["commits"] + 1))
     assert second["commits"] > clock * 1.5 and df.epoch.max() == pytest.approx(4, abs=0.01)
+    # the second segment's time continues the first one's
+    later = commits[commits.commit > clock]
+    assert later.time.min() >= first_end and commits.sort_values("commit").time.is_monotonic_increasing
+    # the summary agrees with the metrics, over both segments
+    assert df.time.max() <= second["training_seconds"] <= df.time.max() + 1.0  # the end comes after the last row
+    assert second["training_seconds"] > first["training_seconds"]
+    assert second["commits_per_second"] == pytest.approx(second["commits"] / second["training_seconds"])
+    reached = df[(df.worker == -2) & (df.accuracy >= 0.5)]
+    assert second["seconds_to_target"] == pytest.approx(reached.time.iloc[0])
+    assert 0 < second["startup_seconds"] < second["wall_seconds"]
+    assert not list(out.glob(".rendezvous-*")), "a rendezvous file stayed in the run folder"
 
 
 def test_a_rank_that_does_not_join_fails_the_launch(digits_shards, tmp_path, no_leftover_processes):
