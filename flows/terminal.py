@@ -9,6 +9,7 @@ still reach the Prefect run page through Prefect's API handler (``PREFECT_LOGGIN
 import logging
 import os
 
+from flows import reaper
 from storage.cli import Common, export_log_level, quiet_libraries
 
 LIBRARY_LOGGERS = ("distributed", "dask", "tornado", "bokeh", "asyncio", "httpx", "httpcore", "urllib3", "fsspec",
@@ -32,11 +33,13 @@ class ConsoleFilter(logging.Filter):
 
 
 def configure(common: Common) -> None:
-    """Set up the console for a flow CLI (call before the first flow runs)."""
+    """Set up a flow CLI's process: the console, and a reaper so that no child outlives it (call before the
+    first flow runs)."""
     from prefect.logging.configuration import ensure_logging_setup
     from prefect.logging.handlers import PrefectConsoleHandler
 
     ensure_logging_setup()
+    reaper.watch_me()
     export_log_level(common.log_level)
     verbose = common.log_level == "debug"
     if not verbose:

@@ -184,11 +184,24 @@ def _redirect_output(path) -> None:
     os.close(fd)
 
 
+def _exit_with_parent(poll_s: float = 0.5) -> None:
+    """A rank the launcher started leaves within a second of the launcher's death (SIGKILL included)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="simshard-parent-watch", daemon=True).start()
+
+
 def process_main(role: str, config: TrainConfig, k: int, rank: int, world_size: int, init_method: str,
                  status, joined, stats, out) -> None:
     """Entry point of a spawned rank (the launcher's child processes). Unless ``SIMSHARD_LOG_LEVEL`` is debug,
     everything the rank prints goes to ``out/logs/ROLE.log``; the launcher shows progress and errors.
     ``stats`` (parameter server only): shared [epoch, clock, validation accuracy] for the launcher's bar."""
+    _exit_with_parent()
     verbose = os.environ.get("SIMSHARD_LOG_LEVEL") == "debug"
     if not verbose:
         _redirect_output(log_path(out, role, k))

@@ -1,0 +1,72 @@
+"""No process outlives its parent, SIGKILL included: the Dask cluster and Prefect's temporary server go when a
+flow CLI is killed, and training ranks go when their launcher is killed. Each test kills the parent once its
+children are at work (progress, not time) and waits for every descendant to be gone."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from storage import demo
+from tests.cli_helpers import ROOT
+
+GONE_WITHIN_S = 15
+
+
+def start(args, cwd) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def wait_for_line(proc: subprocess.Popen, text: str, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    for line in proc.stdout:
+        if text in line:
+            return
+        assert time.time() < deadline, f"no line with {text!r} in {timeout} s"
+    pytest.fail(f"the process ended (code {proc.wait()}) before printing {text!r}")
+
+
+def kill_and_assert_no_orphans(proc: subprocess.Popen, *, expect: list[str]) -> None:
+    kids = psutil.Process(proc.pid).children(recursive=True)
+    names = " ".join(" ".join(k.cmdline()) for k in kids)
+    assert all(e in names for e in expect), (expect, names)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    _, alive = psutil.wait_procs(kids, timeout=GONE_WITHIN_S)
+    try:
+        assert not alive, f"still running {GONE_WITHIN_S} s after the parent was killed: " + \
+            "; ".join(" ".join(p.cmdline())[:100] for p in alive)
+    finally:
+        for p in alive:
+            p.kill()
+
+
+def test_a_killed_build_leaves_no_dask_cluster_and_no_prefect_server(tmp_path):
+    source = "demo:blobs?rows=1000000&dim=32&clusters=16&seed=3"
+    demo.materialise(source)  # so that the build itself, not the demo data, is what runs
+    proc = start(["-m", "flows.build_shards", "--source", source, "--out", str(tmp_path / "shards")], tmp_path)
+    wait_for_line(proc, "Dask LocalCluster")
+    kill_and_assert_no_orphans(proc, expect=["uvicorn", "spawn_main", "flows.reaper"])
+
+
+def test_a_killed_train_cli_leaves_no_rank_and_no_prefect_server(blob_shards, tmp_path):
+    proc = start(["-m", "flows.train", "--shards", str(blob_shards), "--out", str(tmp_path / "run"), "--epochs",
+                  "200", "--eval-every", "20"], tmp_path)
+    wait_for_line(proc, "simshard.launcher - epoch")
+    kill_and_assert_no_orphans(proc, expect=["uvicorn", "spawn_main", "flows.reaper"])
+
+
+def test_ranks_leave_when_a_bare_launcher_is_killed(blob_shards, tmp_path):
+    """No reaper here (a library call, not a CLI): the ranks watch their parent themselves."""
+    code = ("import logging, sys; logging.basicConfig(stream=sys.stdout, level=logging.INFO); "
+            "from train.config import TrainConfig; from train.launcher import launch; "
+            f"launch(TrainConfig(shards={str(blob_shards)!r}, out={str(tmp_path / 'run')!r}, epochs=200, "
+            "eval_every=20))")
+    proc = start(["-c", code], tmp_path)
+    wait_for_line(proc, "INFO:simshard.launcher:epoch")
+    kill_and_assert_no_orphans(proc, expect=["spawn_main"])
