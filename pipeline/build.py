@@ -2,9 +2,10 @@
 
 :func:`build_shards` is the one orchestration: the CLI and the library call it as it is, the Prefect flow
 passes ``run_step`` to run each step as a task. Steps hand each other typed results (:class:`Plan`,
-:class:`Scanned`, :class:`~storage.manifest.FamilyInfo`, :class:`Written`) and work inside a staging folder
-beside the output (``.NAME.tmp-XXXX``); ``publish`` renames it into place and writes ``manifest.json`` last,
-and ``discard`` removes it after an error, so a failed build leaves no output behind.
+:class:`Scanned`, :class:`~storage.manifest.FamilyInfo`, :class:`Written`). Every file goes under the build's
+own prefix ``OUT/data/<build_id>/`` while the build holds a lease; ``publish`` commits the manifest last,
+create-only (:mod:`storage.commit`), so readers see the new set whole or not at all; ``discard`` removes the
+prefix after an error, and a later build removes what a killed one left.
 """
 
 import dataclasses
@@ -31,9 +32,11 @@ from pipeline.deal import deal
 from pipeline.families import HashFamily, default_size, fit_family
 from pipeline.layout import DestLayout
 from pipeline.write import WrittenFile, write_shards
+from storage import commit, faults
 from storage.dataset import SourceDataset, features_of, open_source
 from storage.errors import InputError
 from storage.manifest import (
+    LEGACY_MANIFEST,
     Columns,
     Dropped,
     FamilyInfo,
@@ -43,7 +46,6 @@ from storage.manifest import (
     ShardEntry,
     SourceInfo,
     Validation,
-    write_manifest,
 )
 from storage.ownership import check_apart, check_replaceable
 from storage.shardset import ShardSet
@@ -64,8 +66,13 @@ class Plan:
     config: BuildConfig
     ds: SourceDataset
     out: Path
-    staging: Path
-    build_id: str  # unique per build: names the staging folder and the chunks held in cluster memory
+    build_id: str  # unique per build: names its data prefix, its lease and the chunks held in cluster memory
+    base: int  # the newest committed version when the build began; it commits base + 1
+
+    @property
+    def staging(self) -> Path:
+        """The build's data prefix, ``OUT/data/<build_id>``: invisible to readers until the commit."""
+        return self.out / commit.prefix(self.build_id)
 
     @property
     def work(self) -> Path:
@@ -116,30 +123,44 @@ def check(config: BuildConfig) -> SourceDataset:
             ds = open_source(config.source, features=None, label="label")
     for root in ds.local_roots():
         check_apart(out, root, output_flag="--out", other_flag="--source")
-    if out.exists() and not config.overwrite:
-        raise InputError(f"output {out} already exists; pass --overwrite to replace it")
-    if config.overwrite:
-        check_replaceable(out, kind="shards")
+    if out.exists():
+        # what a killed build left (no committed version) is simshard's to reuse without --overwrite
+        check_replaceable(out, kind="shards", flag="--overwrite" if config.overwrite else None)
+        if (commit.versions(out) or (out / LEGACY_MANIFEST).exists()) and not config.overwrite:
+            raise InputError(f"output {out} already exists; pass --overwrite to replace it")
     if ds.num_rows < config.workers:
         raise InputError(f"source has {ds.num_rows} rows, fewer than --workers {config.workers}")
     return ds
 
 
 def prepare(config: BuildConfig) -> Plan:
-    """:func:`check`, then create the staging folder."""
+    """:func:`check`, then take a lease and create the build's data prefix; clear what killed builds left."""
     ds = check(config)
     out = output_folder(config)
-    build_id = uuid.uuid4().hex[:8]
-    staging = out.parent / f".{out.name}.tmp-{build_id}"
-    (staging / WORK).mkdir(parents=True)
+    found = commit.versions(out)
+    plan = Plan(config, ds, out, uuid.uuid4().hex[:8], found[-1] if found else 0)
+    commit.take_lease(out, plan.build_id)
+    removed = commit.collect(out)
+    if removed:
+        log.info("removed %d prefix(es) that killed or superseded builds left in %s", len(removed), out)
+    plan.work.mkdir(parents=True)
     log.info("source %s: %d rows in %d files, %d features (%s), label %s", config.source, ds.num_rows,
              len(ds.files), ds.spec.dim, ds.spec.layout, ds.spec.label)
-    return Plan(config, ds, out, staging, build_id)
+    return plan
 
 
 def discard(plan: Plan) -> None:
-    """Remove the staging folder (call once the Dask cluster whose scratch space it holds has closed)."""
+    """Remove the build's prefix and lease (call once the Dask cluster whose scratch space it holds has closed)."""
     shutil.rmtree(plan.staging, ignore_errors=True)
+    commit.drop_lease(plan.out, plan.build_id)
+    if plan.out.is_dir() and not any(plan.out.iterdir()):
+        plan.out.rmdir()  # a first build that failed leaves no output folder
+    elif plan.out.is_dir() and not commit.versions(plan.out):
+        for name in commit.NAMESPACES:  # nor empty namespaces
+            if (plan.out / name).is_dir() and not any((plan.out / name).iterdir()):
+                (plan.out / name).rmdir()
+        if not any(plan.out.iterdir()):
+            plan.out.rmdir()
 
 
 def scan(plan: Plan, client, progress: ProgressFn | None = None) -> Scanned:
@@ -227,6 +248,7 @@ def _bucket_and_write(plan: Plan, client, family: HashFamily | None, chunks, hel
     files = write_shards(ds, chunks, dest, out=plan.staging, workdir=plan.work, layout=layout,
                          rows_per_part=cfg.rows_per_part, row_group_rows=cfg.row_group_rows, client=client,
                          shuffle_method=cfg.shuffle_method, progress=progress, data=data)
+    faults.point("after-data")
     written = sum(f.rows for f in files)
     expected = int(kept.sum()) + len(rows.validation_rows)
     if written != expected:
@@ -263,15 +285,17 @@ def _batch_features(batch, shards: ShardSet) -> np.ndarray:
 
 
 def publish(plan: Plan, scanned: Scanned, family_info: FamilyInfo | None, written: Written) -> Manifest:
-    """Compute quality, move the staging folder into place and write manifest.json last."""
+    """Measure quality on the staged files, then commit the manifest (create-only, version base + 1)."""
     cfg, ds = plan.config, plan.ds
+    base = commit.prefix(plan.build_id)
 
     def entries(kind: str, index: int = 0) -> list[FileEntry]:
-        return [FileEntry(path=f.target.path, rows=f.rows, bytes=f.bytes, sha256=f.sha256) for f in written.files
-                if f.target.kind == kind and f.target.index == index]
+        return [FileEntry(path=f"{base}/{f.target.path}", rows=f.rows, bytes=f.bytes, sha256=f.sha256)
+                for f in written.files if f.target.kind == kind and f.target.index == index]
 
     counts = scanned.label_counts
     manifest = Manifest(
+        build_id=plan.build_id,
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         source=SourceInfo(uri=cfg.source, fingerprint=ds.fingerprint(), rows=ds.num_rows, files=len(ds.files)),
         workers=cfg.workers, order=cfg.order, seed=cfg.seed, remainder=cfg.remainder,
@@ -280,7 +304,8 @@ def publish(plan: Plan, scanned: Scanned, family_info: FamilyInfo | None, writte
         columns=Columns(features=list(ds.spec.columns), layout=ds.spec.layout, dim=ds.spec.dim, label=ds.spec.label,
                         schema={f.name: str(f.type) for f in ds.schema}),
         label=None if counts is None else LabelInfo(column=ds.spec.label, num_classes=len(counts), counts=counts),
-        family=family_info,
+        family=None if family_info is None else family_info.model_copy(update={
+            "params": f"{base}/{family_info.params}", "arrays": f"{base}/{family_info.arrays}"}),
         validation=Validation(rows=written.validation_rows, fraction=cfg.validation_fraction,
                               files=entries("validation")),
         dropped=Dropped(nonfinite_rows=scanned.nonfinite_rows, remainder_rows=written.remainder_rows),
@@ -288,21 +313,19 @@ def publish(plan: Plan, scanned: Scanned, family_info: FamilyInfo | None, writte
         shards=[ShardEntry(index=i, rows=written.rows_per_shard[i], files=entries("shard", i))
                 for i in range(cfg.workers)])
     # quality is measured on the staged files through the same reader users get
-    write_manifest(plan.staging, manifest)
-    measured = _quality(plan, ShardSet(plan.staging), family_info, written, counts)
+    measured = _quality(plan, ShardSet(plan.out, manifest=manifest), family_info, written, counts)
     manifest = manifest.model_copy(update={"quality": measured})
-    (plan.staging / "manifest.json").unlink()
     shutil.rmtree(plan.work, ignore_errors=True)
-    old = None
-    if plan.out.exists():
-        check_replaceable(plan.out, kind="shards")  # again: something may have been added since the build began
-        old = plan.out.parent / f".{plan.out.name}.old-{uuid.uuid4().hex[:8]}"
-        plan.out.rename(old)
-    plan.staging.rename(plan.out)
-    write_manifest(plan.out, manifest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    log.info("published %d shards (%s rows) to %s", cfg.workers, written.rows_per_shard, plan.out)
+    faults.point("before-commit")
+    version = commit.commit(plan.out, manifest.to_json(), base=plan.base)
+    faults.point("after-commit")
+    try:  # committed: from here on nothing may fail the build (a later build tidies up what this leaves)
+        commit.drop_lease(plan.out, plan.build_id)
+        commit.collect(plan.out)
+    except OSError as exc:
+        log.warning("committed, but could not tidy %s: %s", plan.out, exc)
+    log.info("published %d shards (%s rows) to %s (version %d)", cfg.workers, written.rows_per_shard, plan.out,
+             version)
     return manifest
 
 

@@ -1,5 +1,6 @@
-"""``manifest.json``: the contract of a shard set, as a pydantic model. Written last; a reader refuses a folder
-without a valid one.
+"""The manifest: the contract of a shard set, as a pydantic model. Committed last, create-only, as
+``_manifests/NNNNNNNN.json`` (:mod:`storage.commit`); a reader takes the newest version and refuses a folder
+without one.
 
 A :class:`Manifest` checks its own consistency when it is loaded: one shard entry per worker, in order; each
 shard's row count equals the sum of its files' and ``rows_per_shard``; validation rows equal their files'.
@@ -14,18 +15,18 @@ differ at most in their last rows.
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from storage import commit
 from storage.errors import ManifestError
 
 FORMAT = "simshard.shards"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
+FORMAT_VERSION = 2
+LEGACY_MANIFEST = "manifest.json"  # format 1: one manifest.json at the top, replaced by rename
 ROW_GROUP_ROWS = 65_536
 
 
@@ -93,7 +94,8 @@ class Manifest(_Model):
     """A shard set's manifest (format_version 1)."""
 
     format: Literal["simshard.shards"] = FORMAT
-    format_version: Literal[1] = FORMAT_VERSION
+    format_version: Literal[2] = FORMAT_VERSION
+    build_id: str  # every file lies under data/<build_id>/
     created: str
     source: SourceInfo
     workers: int = Field(ge=1)
@@ -142,15 +144,6 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_manifest(folder: Path, manifest: Manifest) -> Path:
-    """Write ``manifest.json`` atomically (temporary file + rename)."""
-    final = Path(folder) / MANIFEST
-    tmp = final.with_suffix(".json.tmp")
-    tmp.write_text(manifest.to_json())
-    os.replace(tmp, final)
-    return final
-
-
 def parse_manifest(text: str, *, where: Path) -> Manifest:
     """Parse and validate manifest JSON; :class:`ManifestError` names ``where`` and the first problem."""
     try:
@@ -172,18 +165,28 @@ def parse_manifest(text: str, *, where: Path) -> Manifest:
 
 
 def read_manifest(folder: str | Path, *, verify_checksums: bool = False) -> Manifest:
-    """Load and validate a shard set's manifest and check its files against the disk (exists, size, Parquet
-    row count; sha256 with ``verify_checksums``). Raises :class:`ManifestError` naming what is wrong."""
+    """Load the newest committed manifest of a shard set, validate it and check its files against the disk
+    (exists, size, Parquet row count; sha256 with ``verify_checksums``). Raises :class:`ManifestError` naming
+    what is wrong."""
     folder = Path(folder)
-    path = folder / MANIFEST
-    if not path.is_file():
-        raise ManifestError(f"{folder} is not a simshard shard set: {MANIFEST} is missing "
-                            "(an interrupted build leaves none; rebuild with build_shards --overwrite)")
+    path = commit.current(folder)
+    if path is None:
+        if (folder / LEGACY_MANIFEST).is_file():
+            raise ManifestError(f"{folder} was written by an older simshard (format 1); rebuild it with "
+                                "build_shards --overwrite")
+        raise ManifestError(f"{folder} is not a simshard shard set: it has no committed manifest "
+                            f"({commit.MANIFESTS}/*.json; an interrupted build leaves none: run the build again)")
     manifest = parse_manifest(path.read_text(), where=path)
+    check_files(folder, manifest, where=path, verify_checksums=verify_checksums)
+    return manifest
+
+
+def check_files(folder: Path, manifest: Manifest, *, where: Path, verify_checksums: bool = False) -> None:
+    """Every file the manifest lists exists under ``folder`` with its recorded size and row count."""
     for entry in manifest.all_files():
         file = folder / entry.path
         if not file.is_file():
-            raise ManifestError(f"{path} lists {entry.path}, which is missing")
+            raise ManifestError(f"{where} lists {entry.path}, which is missing")
         size = file.stat().st_size
         if size != entry.bytes:
             raise ManifestError(f"{file} has {size} bytes, the manifest says {entry.bytes}; rebuild the shard set")
@@ -195,4 +198,3 @@ def read_manifest(folder: str | Path, *, verify_checksums: bool = False) -> Mani
             raise ManifestError(f"{file} holds {rows} rows, the manifest says {entry.rows}; rebuild the shard set")
         if verify_checksums and sha256_of(file) != entry.sha256:
             raise ManifestError(f"{file} does not match its sha256 in the manifest")
-    return manifest

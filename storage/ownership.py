@@ -1,8 +1,9 @@
 """What simshard may replace: only folders it made, and never an input.
 
 ``--overwrite`` replaces a folder only when it is empty or when everything in it is something simshard wrote
-there: a shard set's manifest and the files it lists (plus the build's own extras), or a run folder's marker
-and outputs. A folder holding anything else is refused with one line that names a file simshard did not make.
+there: a shard set's namespaces (``data/``, ``_manifests/``, ``_leases/``: :mod:`storage.commit`) and its
+``shard_stats.png`` (or a format-1 set's manifest.json and the files it lists), or a run folder's marker and
+outputs. A folder holding anything else is refused with one line that names a file simshard did not make.
 Outputs and inputs never overlap: a build's output never equals, contains or sits inside its source, and a
 run folder never does so with its shard set.
 """
@@ -10,10 +11,12 @@ run folder never does so with its shard set.
 import json
 from pathlib import Path
 
+from storage import commit
 from storage.errors import InputError
 
 RUN_MARKER = "simshard-run.json"
-SHARD_SET_EXTRAS = ("manifest.json", "shard_stats.png", "family/family.json", "family/family.npz")
+SHARD_SET_TOP = ("shard_stats.png",)
+SHARD_SET_EXTRAS = ("manifest.json", "shard_stats.png", "family/family.json", "family/family.npz")  # format 1
 RUN_FILES = (RUN_MARKER, "model.pt", "metrics.parquet", "summary.json", "accuracy.png", "staleness.png",
              "checkpoint.pt", "checkpoint.pt.tmp", "summary.json.tmp")
 RUN_GLOBS = ("logs/*.log", ".rendezvous-*")
@@ -24,7 +27,15 @@ def _files(folder: Path) -> list[str]:
 
 
 def shard_set_files(folder: Path) -> set[str] | None:
-    """The files a simshard shard set in ``folder`` consists of, or None when it has no simshard manifest."""
+    """The files of simshard's in ``folder``: everything in its namespaces plus its plot; for a format-1 set,
+    the files its manifest lists. None when ``folder`` holds neither."""
+    ours = [p for p in _files(folder) if p.split("/", 1)[0] in commit.NAMESPACES or p in SHARD_SET_TOP]
+    if ours or any((folder / name).is_dir() for name in commit.NAMESPACES):
+        return set(ours)
+    return _legacy_shard_set_files(folder)
+
+
+def _legacy_shard_set_files(folder: Path) -> set[str] | None:
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
     except (OSError, ValueError):
@@ -46,9 +57,9 @@ def run_folder_files(folder: Path) -> set[str] | None:
     return made
 
 
-def check_replaceable(folder: Path, *, kind: str) -> None:
+def check_replaceable(folder: Path, *, kind: str, flag: str | None = "--overwrite") -> None:
     """Raise :class:`InputError` unless ``folder`` (absent, empty, or of ``kind`` "shards" or "run") holds only
-    what simshard made there."""
+    what simshard made there. ``flag``: the option asking to replace it (None: the folder is only reused)."""
     if not folder.exists():
         return
     if not folder.is_dir():
@@ -59,12 +70,15 @@ def check_replaceable(folder: Path, *, kind: str) -> None:
     made = shard_set_files(folder) if kind == "shards" else run_folder_files(folder)
     what = "a shard set" if kind == "shards" else "a run folder"
     if made is None:
-        raise InputError(f"--overwrite replaces only {what} simshard made, and {folder} is not one (it holds "
+        if flag is None:
+            raise InputError(f"output {folder} already exists and is not {what} simshard made (it holds "
+                             f"{present[0] if present else 'folders'}); choose another --out")
+        raise InputError(f"{flag} replaces only {what} simshard made, and {folder} is not one (it holds "
                          f"{present[0] if present else 'folders'}); choose another --out")
     foreign = [p for p in present if p not in made]
     if foreign:
-        raise InputError(f"--overwrite refuses {folder}: it holds {foreign[0]}, which simshard did not make "
-                         f"({len(foreign)} such file(s)); move it away or choose another --out")
+        raise InputError(f"{flag or 'the build'} refuses {folder}: it holds {foreign[0]}, which simshard did not "
+                         f"make ({len(foreign)} such file(s)); move it away or choose another --out")
 
 
 def check_apart(output: Path, other: Path, *, output_flag: str, other_flag: str) -> None:

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from storage.dataset import FeatureSpec, features_of
 from storage.errors import DataError
-from storage.manifest import ROW_GROUP_ROWS, read_manifest
+from storage.manifest import ROW_GROUP_ROWS, Manifest, check_files, read_manifest
 
 
 def part_table(features: np.ndarray, labels: np.ndarray | None, source_row: np.ndarray,
@@ -85,15 +85,26 @@ def check_finite(x: np.ndarray, spec: FeatureSpec, path: Path) -> None:
 class ShardSet:
     """A validated shard set. ``manifest`` is its :class:`~storage.manifest.Manifest`."""
 
-    def __init__(self, folder: str | Path, *, verify_checksums: bool = False):
+    def __init__(self, folder: str | Path, *, verify_checksums: bool = False, manifest: Manifest | None = None):
+        """Open the newest committed shard set in ``folder``; or, given ``manifest`` (a build measuring its own
+        files before it commits them), the files that manifest lists."""
         self.folder = Path(folder)
-        self.manifest = read_manifest(self.folder, verify_checksums=verify_checksums)
+        if manifest is None:
+            manifest = read_manifest(self.folder, verify_checksums=verify_checksums)
+        else:
+            check_files(self.folder, manifest, where=self.folder, verify_checksums=verify_checksums)
+        self.manifest = manifest
         cols = self.manifest.columns
         self.spec = FeatureSpec(tuple(cols.features), cols.layout, cols.dim, cols.label)
 
     @property
     def workers(self) -> int:
         return self.manifest.workers
+
+    def family_folder(self) -> Path | None:
+        """Where the fitted hash family's files are (None for orders that do not hash)."""
+        family = self.manifest.family
+        return None if family is None else self.folder / Path(family.params).parent
 
     def shard_files(self, index: int) -> list[Path]:
         return [self.folder / f.path for f in self.manifest.shards[index].files]

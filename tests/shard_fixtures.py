@@ -2,6 +2,7 @@ import pytest
 
 from pipeline.build import build_shards
 from pipeline.config import BuildConfig
+from storage import commit
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +19,20 @@ def blob_shards(tmp_path_factory, dask_address):
     build_shards(BuildConfig(source="demo:blobs?rows=30000&dim=16&clusters=8&seed=1", out=str(out),
                              dask_address=dask_address, workers=3, family="pca"))
     return out
+
+
+def manifest_file(folder):
+    """The committed manifest a reader of ``folder`` uses."""
+    path = commit.current(folder)
+    assert path is not None, f"{folder} has no committed manifest"
+    return path
+
+
+def listed_file(folder, name: str):
+    """The file of the current manifest whose path ends with ``name`` (e.g. a shard file)."""
+    import json
+    manifest = json.loads(manifest_file(folder).read_text())
+    paths = [f["path"] for s in manifest["shards"] for f in s["files"]] + \
+        [f["path"] for f in manifest["validation"]["files"]]
+    (path,) = [p for p in paths if p.endswith(name)]
+    return folder / path

@@ -12,6 +12,7 @@ import pytest
 
 from tests.cli_helpers import assert_one_error_line, run_module
 from tests.conftest import mixture, write_parquet
+from tests.shard_fixtures import manifest_file
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def bad_sources(tmp_path, good):
         "too few rows": (["--source", tmp_path / "tiny.parquet", "--workers", "8"], ["3 rows", "--workers 8"]),
         "corrupt file": (["--source", tmp_path / "src"], ["b.parquet", "corrupt or unreadable"]),
         "missing label": (["--source", good, "--label", "target"], ["label column 'target' does not exist"]),
-        "existing output": (["--source", good, "--out", tmp_path / "taken"], ["taken", "pass --overwrite"]),
+        "existing output": (["--source", good, "--out", tmp_path / "taken"], ["taken", "already exists", "keep.txt"]),
         "workers below one": (["--workers", "0"], ["--workers must be >= 1"]),
         "unknown family": (["--family", "minhash"], ["--family", "invalid choice: 'minhash'"]),
     }
@@ -80,7 +81,7 @@ def shard_copy(digits_shards, tmp_path):
 
 
 def edit_manifest(folder, change) -> None:
-    path = folder / "manifest.json"
+    path = manifest_file(folder)
     manifest = json.loads(path.read_text())
     change(manifest)
     path.write_text(json.dumps(manifest))
@@ -113,8 +114,8 @@ def test_train_bad_input_is_one_line(case, shard_copy, tmp_path):
 
 @pytest.mark.parametrize("change, fragments", [
     (double_rows, ["shard-00000-of-00004.parquet holds 405 rows, the manifest says 810"]),
-    (lambda m: m["rows_per_shard"].__setitem__(0, 999), ["manifest.json", "shard 0 is inconsistent"]),
-    (lambda m: m.pop("columns"), ["manifest.json", "columns", "Field required"]),
+    (lambda m: m["rows_per_shard"].__setitem__(0, 999), ["00000001.json", "shard 0 is inconsistent"]),
+    (lambda m: m.pop("columns"), ["00000001.json", "columns", "Field required"]),
 ], ids=["rows doubled everywhere", "rows_per_shard edited", "field missing"])
 def test_train_refuses_a_manifest_that_does_not_match_its_files(change, fragments, shard_copy, tmp_path):
     edit_manifest(shard_copy, change)

@@ -19,7 +19,7 @@ def test_help_documents_every_option(tmp_path):
 def test_a_folder_without_manifest_fails_in_one_line(tmp_path):
     (tmp_path / "not-shards").mkdir()
     res = run("--shards", str(tmp_path / "not-shards"), "--out", str(tmp_path / "run"), cwd=tmp_path)
-    assert res.returncode == 2 and "manifest.json is missing" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 2 and "has no committed manifest" in res.stderr and "Traceback" not in res.stderr
     assert res.stderr.count("\n") == 1 and not (tmp_path / "run").exists()
 
 

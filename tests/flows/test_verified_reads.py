@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.cli_helpers import assert_one_error_line, run_module
+from tests.shard_fixtures import listed_file, manifest_file
 
 SHARD = "shard-00001-of-00004.parquet"
 
@@ -30,21 +31,21 @@ def flip_a_bit(path, *, at: float = 0.5) -> None:
 
 def rewrite_with_nan(folder, name: str, column: str, row: int) -> None:
     """Put a NaN into ``column`` of one shard file and update the manifest so that only the value is wrong."""
-    path = folder / name
+    path = listed_file(folder, name)
     table = pq.read_table(path)
     values = table.column(column).to_numpy().copy()
     values[row] = np.nan
     table = table.set_column(table.schema.get_field_index(column), column, pa.array(values, pa.float32()))
     pq.write_table(table, path, write_page_checksum=True)
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = json.loads(manifest_file(folder).read_text())
     for entry in [f for s in manifest["shards"] for f in s["files"]]:
-        if entry["path"] == name:
+        if entry["path"].endswith(name):
             entry.update(bytes=path.stat().st_size, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    manifest_file(folder).write_text(json.dumps(manifest))
 
 
 def test_a_flipped_bit_stops_rpc_training_with_one_line(shard_copy, tmp_path):
-    flip_a_bit(shard_copy / SHARD)
+    flip_a_bit(listed_file(shard_copy, SHARD))
     res = run_module("flows.train", "--shards", shard_copy, "--out", tmp_path / "run", "--epochs", "3", cwd=tmp_path)
     assert_one_error_line(res, SHARD, "is corrupt", "rebuild the shard set")
 
@@ -64,6 +65,6 @@ def test_verify_checks_every_file(shard_copy, tmp_path):
     rewrite_with_nan(shard_copy, SHARD, "f10", row=0)
     res = run_module("flows.verify", shard_copy, cwd=tmp_path)
     assert_one_error_line(res, SHARD, "column 'f10'")
-    flip_a_bit(shard_copy / "validation.parquet")
+    flip_a_bit(listed_file(shard_copy, "validation.parquet"))
     res = run_module("flows.verify", shard_copy, cwd=tmp_path)
     assert_one_error_line(res, "validation.parquet", "does not match its sha256")

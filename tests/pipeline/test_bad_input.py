@@ -5,7 +5,9 @@ import pytest
 
 from pipeline.build import build_shards
 from pipeline.config import BuildConfig
+from storage import commit
 from storage.errors import InputError
+from storage.shardset import ShardSet
 from tests.conftest import mixture, write_parquet
 
 
@@ -71,7 +73,7 @@ def test_existing_output_without_overwrite(tmp_path, dask_address, good):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(InputError, match="already exists; pass --overwrite"):
+    with pytest.raises(InputError, match="already exists and is not a shard set simshard made"):
         build_shards(BuildConfig(source=str(good), out=str(out), dask_address=dask_address))
     assert (out / "keep.txt").read_text() == "mine"
 
@@ -80,7 +82,7 @@ def test_overwrite_replaces_a_shard_set_simshard_made(tmp_path, dask_address, go
     out = tmp_path / "out"
     build_shards(BuildConfig(source=str(good), out=str(out), dask_address=dask_address, workers=4))
     build_shards(BuildConfig(source=str(good), out=str(out), dask_address=dask_address, overwrite=True, workers=2))
-    assert len(list(out.glob("shard-*.parquet"))) == 2 and (out / "manifest.json").is_file()
+    assert ShardSet(out).workers == 2 and commit.versions(out) == [1, 2]
 
 
 def test_overwrite_refuses_a_folder_simshard_did_not_make(tmp_path, dask_address, good):

@@ -49,7 +49,7 @@ def test_rows_keep_their_features_and_labels(digits_aligned):
 
 def test_row_k_of_every_shard_comes_from_the_same_group(digits_aligned):
     manifest, shards = digits_aligned
-    family = HashFamily.load(shards.folder / "family")
+    family = HashFamily.load(shards.family_folder())
     parts = [shards.read_shard(i) for i in range(4)]
     x = np.concatenate([p[0] for p in parts])
     rows = np.concatenate([p[2] for p in parts])
@@ -65,7 +65,7 @@ def test_row_k_of_every_shard_comes_from_the_same_group(digits_aligned):
 def test_aligned_order_mixes_buckets_within_a_batch(digits_aligned):
     """Dealing groups in bucket order would make each 32-row window single-cluster; shuffled groups must not."""
     _, shards = digits_aligned
-    family = HashFamily.load(shards.folder / "family")
+    family = HashFamily.load(shards.family_folder())
     x = shards.read_shard(0)[0]
     bucket = family.encode(x)[0]
 
@@ -111,7 +111,8 @@ def test_sign_families_on_a_multi_file_source_with_part_folders(family, tmp_path
     manifest, shards = build(tmp_path, dask_address, source=str(src), workers=3, family=family,
                              rows_per_part=700, chunk_rows=1000, remainder="drop", validation_fraction=0.2)
     assert len(set(manifest.rows_per_shard)) == 1 and manifest.dropped.remainder_rows < 3
-    assert all(len(s.files) > 1 and s.files[0].path.startswith(f"shard-{s.index:05d}-of-00003/")
+    base = f"data/{manifest.build_id}"
+    assert all(len(s.files) > 1 and s.files[0].path.startswith(f"{base}/shard-{s.index:05d}-of-00003/")
                for s in manifest.shards)
     rows = np.concatenate([shards.read_shard(i)[2] for i in range(3)] + [shards.read_validation()[2]])
     assert len(np.unique(rows)) == 6000 - manifest.dropped.remainder_rows

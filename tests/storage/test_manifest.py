@@ -6,6 +6,7 @@ from pipeline.build import build_shards
 from pipeline.config import BuildConfig
 from storage.errors import ManifestError
 from storage.shardset import ShardSet
+from tests.shard_fixtures import manifest_file
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def test_manifest_describes_the_set(shard_dir):
 
 def test_reader_refuses_a_folder_without_manifest(tmp_path):
     (tmp_path / "shard-00000-of-00001.parquet").write_bytes(b"")
-    with pytest.raises(ManifestError, match="manifest.json is missing"):
+    with pytest.raises(ManifestError, match="has no committed manifest"):
         ShardSet(tmp_path)
 
 
@@ -32,11 +33,11 @@ def test_reader_refuses_changed_files(shard_dir, tmp_path):
     import shutil
     copy = tmp_path / "copy"
     shutil.copytree(shard_dir, copy)
-    m = json.loads((copy / "manifest.json").read_text())
+    m = json.loads(manifest_file(copy).read_text())
     victim = copy / m["shards"][1]["files"][0]["path"]
     victim.write_bytes(victim.read_bytes()[:-10])
     with pytest.raises(ManifestError, match="bytes, the manifest says"):
         ShardSet(copy)
-    (copy / "manifest.json").write_text("{not json")
+    manifest_file(copy).write_text("{not json")
     with pytest.raises(ManifestError, match="not valid JSON"):
         ShardSet(copy)

@@ -8,7 +8,7 @@ def test_simulate_bad_input_is_one_line(digits_shards, tmp_path):
                      cwd=tmp_path)
     assert_one_error_line(res, "--schedule", "invalid choice: 'fifo'")
     res = run_module("train.simulate", "--shards", tmp_path, "--out", tmp_path / "run", cwd=tmp_path)
-    assert_one_error_line(res, "manifest.json is missing")
+    assert_one_error_line(res, "has no committed manifest")
     res = run_module("train.simulate", "--shards", digits_shards, "--out", tmp_path / "run", "--model",
                      "nosuchmod:f", cwd=tmp_path)
     assert_one_error_line(res, "cannot import module 'nosuchmod'")

@@ -40,7 +40,7 @@ def test_more_workers_than_shards_is_refused(digits_shards, tmp_path):
 
 def test_missing_manifest_is_refused(tmp_path):
     (tmp_path / "s").mkdir()
-    with pytest.raises(InputError, match="manifest.json is missing"):
+    with pytest.raises(InputError, match="has no committed manifest"):
         run(tmp_path / "s", tmp_path / "x")
 
 
