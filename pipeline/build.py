@@ -47,7 +47,7 @@ from storage.manifest import (
     SourceInfo,
     Validation,
 )
-from storage.ownership import check_apart, check_replaceable
+from storage.ownership import check_apart, check_replaceable, remove_legacy
 from storage.shardset import ShardSet
 
 log = logging.getLogger("simshard.build")
@@ -322,6 +322,7 @@ def publish(plan: Plan, scanned: Scanned, family_info: FamilyInfo | None, writte
     try:  # committed: from here on nothing may fail the build (a later build tidies up what this leaves)
         commit.drop_lease(plan.out, plan.build_id)
         commit.collect(plan.out)
+        remove_legacy(plan.out)  # a format-1 set this build replaced
     except OSError as exc:
         log.warning("committed, but could not tidy %s: %s", plan.out, exc)
     log.info("published %d shards (%s rows) to %s (version %d)", cfg.workers, written.rows_per_shard, plan.out,

@@ -105,13 +105,24 @@ def take_lease(folder: Path, build_id: str) -> Lease:
     lease = Lease(build_id, socket.gethostname(), os.getpid(),
                   datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
     path = Path(folder) / LEASES / f"{build_id}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dataclasses.asdict(lease)))
+    for attempt in range(3):  # another build may remove the empty folder between our mkdir and write
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.write_text(json.dumps(dataclasses.asdict(lease)))
+            return lease
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
     return lease
 
 
 def drop_lease(folder: Path, build_id: str) -> None:
-    (Path(folder) / LEASES / f"{build_id}.json").unlink(missing_ok=True)
+    leases = Path(folder) / LEASES
+    (leases / f"{build_id}.json").unlink(missing_ok=True)
+    try:
+        leases.rmdir()  # only when no other build holds a lease
+    except OSError:
+        pass
 
 
 def _lease(folder: Path, build_id: str) -> Lease | None:

@@ -30,12 +30,25 @@ def shard_set_files(folder: Path) -> set[str] | None:
     """The files of simshard's in ``folder``: everything in its namespaces plus its plot; for a format-1 set,
     the files its manifest lists. None when ``folder`` holds neither."""
     ours = [p for p in _files(folder) if p.split("/", 1)[0] in commit.NAMESPACES or p in SHARD_SET_TOP]
+    legacy = legacy_shard_set_files(folder)
     if ours or any((folder / name).is_dir() for name in commit.NAMESPACES):
-        return set(ours)
-    return _legacy_shard_set_files(folder)
+        return set(ours) | (legacy or set())
+    return legacy
 
 
-def _legacy_shard_set_files(folder: Path) -> set[str] | None:
+def remove_legacy(folder: Path) -> None:
+    """Remove a format-1 set's files (its manifest.json and what it lists) once a newer build has committed."""
+    legacy = legacy_shard_set_files(folder)
+    if not legacy:
+        return
+    for name in sorted(legacy, key=lambda p: p != "manifest.json"):  # the manifest first: no half-listed set
+        (folder / name).unlink(missing_ok=True)
+    for parent in sorted({(folder / n).parent for n in legacy}, key=lambda p: -len(p.parts)):
+        if parent != folder and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+
+
+def legacy_shard_set_files(folder: Path) -> set[str] | None:
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
     except (OSError, ValueError):

@@ -39,6 +39,15 @@ def prefect_server():
         yield
 
 
+@pytest.fixture(scope="session")
+def prefect_env(prefect_server):
+    """Environment for CLI subprocesses that run flows: the session's Prefect test server, so that they need not
+    each start a temporary one (4-6 s apiece). Tests of the temporary server itself do not use it."""
+    from prefect.settings import PREFECT_API_URL
+
+    return {"PREFECT_API_URL": PREFECT_API_URL.value()}
+
+
 from tests.shard_fixtures import blob_shards, digits_shards  # noqa: E402,F401  (session fixtures)
 
 

@@ -56,12 +56,12 @@ CASES = ["missing source", "empty", "no feature columns", "text feature", "nan",
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_build_shards_bad_input_is_one_line(case, tmp_path, good):
+def test_build_shards_bad_input_is_one_line(case, tmp_path, good, prefect_env):
     args, fragments = bad_sources(tmp_path, good)[case]
     out = tmp_path / "out"
     if "--out" not in args:
         args = [*args, "--out", out]
-    res = run_module("flows.build_shards", *args, cwd=tmp_path)
+    res = run_module("flows.build_shards", *args, cwd=tmp_path, env=prefect_env)
     assert_one_error_line(res, *fragments)
     assert not out.exists() and not list(tmp_path.glob(".out.tmp-*")), "output or staging left behind"
     assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
@@ -146,8 +146,9 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(mount)], check=True)
 
 
-def test_a_full_disk_is_one_line_naming_the_output(small_disk, tmp_path):
+def test_a_full_disk_is_one_line_naming_the_output(small_disk, tmp_path, prefect_env):
     out = small_disk / "shards"
-    res = run_module("flows.build_shards", "--source", "demo:blobs?rows=40000&dim=16", "--out", out, cwd=tmp_path)
+    res = run_module("flows.build_shards", "--source", "demo:blobs?rows=40000&dim=16", "--out", out, cwd=tmp_path,
+                     env=prefect_env)
     assert_one_error_line(res, "no space left on the device", str(out), code=1)
     assert list(small_disk.iterdir()) == [], "the failed build left files on the full disk"

@@ -31,6 +31,14 @@ def wait_for_line(proc: subprocess.Popen, text: str, timeout: float = 120) -> No
     pytest.fail(f"the process ended (code {proc.wait()}) before printing {text!r}")
 
 
+def wait_for_training(run, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until the parameter server has logged its first evaluation."""
+    log, deadline = run / "logs" / "ps.log", time.time() + timeout
+    while not (log.is_file() and "validation" in log.read_text()):
+        assert proc.poll() is None and time.time() < deadline, "training never got under way"
+        time.sleep(0.1)
+
+
 def kill_and_assert_no_orphans(proc: subprocess.Popen, *, expect: list[str]) -> None:
     kids = psutil.Process(proc.pid).children(recursive=True)
     names = " ".join(" ".join(k.cmdline()) for k in kids)
@@ -47,7 +55,7 @@ def kill_and_assert_no_orphans(proc: subprocess.Popen, *, expect: list[str]) -> 
 
 
 def test_a_killed_build_leaves_no_dask_cluster_and_no_prefect_server(tmp_path):
-    source = "demo:blobs?rows=1000000&dim=32&clusters=16&seed=3"
+    source = "demo:blobs?rows=300000&dim=32&clusters=16&seed=3"
     demo.materialise(source)  # so that the build itself, not the demo data, is what runs
     proc = start(["-m", "flows.build_shards", "--source", source, "--out", str(tmp_path / "shards")], tmp_path)
     wait_for_line(proc, "Dask LocalCluster")
@@ -57,7 +65,7 @@ def test_a_killed_build_leaves_no_dask_cluster_and_no_prefect_server(tmp_path):
 def test_a_killed_train_cli_leaves_no_rank_and_no_prefect_server(blob_shards, tmp_path):
     proc = start(["-m", "flows.train", "--shards", str(blob_shards), "--out", str(tmp_path / "run"), "--epochs",
                   "200", "--eval-every", "20"], tmp_path)
-    wait_for_line(proc, "simshard.launcher - epoch")
+    wait_for_training(tmp_path / "run", proc)
     kill_and_assert_no_orphans(proc, expect=["uvicorn", "spawn_main", "flows.reaper"])
 
 
@@ -68,5 +76,5 @@ def test_ranks_leave_when_a_bare_launcher_is_killed(blob_shards, tmp_path):
             f"launch(TrainConfig(shards={str(blob_shards)!r}, out={str(tmp_path / 'run')!r}, epochs=200, "
             "eval_every=20))")
     proc = start(["-c", code], tmp_path)
-    wait_for_line(proc, "INFO:simshard.launcher:epoch")
+    wait_for_training(tmp_path / "run", proc)
     kill_and_assert_no_orphans(proc, expect=["spawn_main"])

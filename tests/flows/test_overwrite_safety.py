@@ -48,15 +48,16 @@ def test_overwrite_of_a_folder_simshard_did_not_make_is_refused(source_dir, tmp_
     assert (out / "important.txt").read_text() == "keep"
 
 
-def test_overwrite_replaces_a_shard_set_but_not_a_file_added_to_it(digits_shards, source_dir, tmp_path):
+def test_overwrite_replaces_a_shard_set_but_not_a_file_added_to_it(digits_shards, source_dir, tmp_path,
+                                                                   prefect_env):
     out = tmp_path / "shards"
     shutil.copytree(digits_shards, out)
     res = run_module("flows.build_shards", "--source", source_dir, "--out", out, "--overwrite", "--workers", "2",
-                     cwd=tmp_path)
+                     cwd=tmp_path, env=prefect_env)
     assert res.returncode == 0, res.stderr
     (out / "my-notes.md").write_text("mine")
     res = run_module("flows.build_shards", "--source", source_dir, "--out", out, "--overwrite", "--workers", "2",
-                     cwd=tmp_path)
+                     cwd=tmp_path, env=prefect_env)
     assert_one_error_line(res, "my-notes.md", "which simshard did not make")
     assert (out / "my-notes.md").read_text() == "mine" and ShardSet(out).workers == 2
 

@@ -73,10 +73,10 @@ def test_a_first_build_killed_before_its_commit_leaves_nothing_readable(source, 
     assert data_prefixes(out) == {rerun.build_id} and commit.versions(out) == [1]
 
 
-def test_of_two_concurrent_builds_exactly_one_commits(source, tmp_path, dask_address):
+def test_of_two_concurrent_builds_exactly_one_commits(source, tmp_path, dask_address, prefect_env):
     out, hold = tmp_path / "shards", tmp_path / "hold"
     hold.mkdir()
-    env = {"SIMSHARD_HOLD": f"before-commit:{hold}"}
+    env = {"SIMSHARD_HOLD": f"before-commit:{hold}", **prefect_env}
     procs = [subprocess.Popen([sys.executable, "-m", "flows.build_shards", "--source", str(source), "--out", str(out),
                                "--workers", "3", "--family", "pca", "--seed", str(seed), "--dask-address",
                                dask_address], env=dict(os.environ, PYTHONPATH=str(ROOT), **env), cwd=tmp_path,
@@ -105,3 +105,18 @@ def test_a_live_lease_protects_its_prefix(tmp_path):
         {"build_id": "dead", "host": os.uname().nodename, "pid": 2 ** 22 + 12345, "started": started}))
     assert commit.collect(out) == ["dead"]
     assert data_prefixes(out) == {"alive"} and (out / commit.LEASES / "alive.json").is_file()
+
+
+def test_overwrite_upgrades_a_format_1_set_and_removes_its_files(source, tmp_path, dask_address):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "shard-00000-of-00001.parquet").write_bytes(source.read_bytes())
+    (out / "manifest.json").write_text(json.dumps({
+        "format": "simshard.shards", "format_version": 1, "validation": {"files": []},
+        "shards": [{"index": 0, "files": [{"path": "shard-00000-of-00001.parquet"}]}]}))
+    with pytest.raises(ManifestError, match="older simshard"):
+        ShardSet(out)
+    built = build_shards(BuildConfig(source=str(source), out=str(out), workers=3, family="pca", overwrite=True,
+                                     dask_address=dask_address))
+    assert ShardSet(out).manifest.build_id == built.build_id
+    assert sorted(p.name for p in out.iterdir()) == [commit.MANIFESTS, commit.DATA]
