@@ -36,7 +36,7 @@ def _worker(rank: int, world: int, init: str, params: int, seconds: float, resul
             if mode == "echo":
                 rpc.rpc_sync("ps", echo, args=(payload,))
             else:
-                _, clock = rpc.rpc_sync("ps", transport._commit, args=(rank - 1, payload, clock, 32, (0, 0), 0.0))
+                _, clock, _ = rpc.rpc_sync("ps", transport._commit, args=(rank - 1, payload, clock, 32, (0, 0), 0.0))
             n += 1
         results[f"{mode}{rank}"] = n / seconds
     rpc.rpc_sync("ps", time.sleep, args=(0,))

@@ -68,6 +68,7 @@ class Plan:
     out: Path
     build_id: str  # unique per build: names its data prefix, its lease and the chunks held in cluster memory
     base: int  # the newest committed version when the build began; it commits base + 1
+    made_out: bool  # the output folder did not exist before this build
 
     @property
     def staging(self) -> Path:
@@ -138,7 +139,7 @@ def prepare(config: BuildConfig) -> Plan:
     ds = check(config)
     out = output_folder(config)
     found = commit.versions(out)
-    plan = Plan(config, ds, out, uuid.uuid4().hex[:8], found[-1] if found else 0)
+    plan = Plan(config, ds, out, uuid.uuid4().hex[:8], found[-1] if found else 0, made_out=not out.exists())
     commit.take_lease(out, plan.build_id)
     removed = commit.collect(out)
     if removed:
@@ -150,17 +151,15 @@ def prepare(config: BuildConfig) -> Plan:
 
 
 def discard(plan: Plan) -> None:
-    """Remove the build's prefix and lease (call once the Dask cluster whose scratch space it holds has closed)."""
+    """Remove the build's prefix and lease (call once the Dask cluster whose scratch space it holds has closed).
+    When nothing was ever committed, the empty folders the build made go too."""
     shutil.rmtree(plan.staging, ignore_errors=True)
     commit.drop_lease(plan.out, plan.build_id)
-    if plan.out.is_dir() and not any(plan.out.iterdir()):
-        plan.out.rmdir()  # a first build that failed leaves no output folder
-    elif plan.out.is_dir() and not commit.versions(plan.out):
-        for name in commit.NAMESPACES:  # nor empty namespaces
-            if (plan.out / name).is_dir() and not any((plan.out / name).iterdir()):
-                (plan.out / name).rmdir()
-        if not any(plan.out.iterdir()):
-            plan.out.rmdir()
+    if commit.versions(plan.out):
+        return
+    for folder in [plan.out / name for name in commit.NAMESPACES] + ([plan.out] if plan.made_out else []):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def scan(plan: Plan, client, progress: ProgressFn | None = None) -> Scanned:

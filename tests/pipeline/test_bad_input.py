@@ -104,3 +104,14 @@ def test_corrupt_parquet_names_the_file(tmp_path, dask_address, good):
 
 def test_missing_label_column(tmp_path, dask_address, good):
     fails(tmp_path, dask_address, "label column 'target' does not exist", source=str(good), label="target")
+
+
+def test_a_failed_build_keeps_the_empty_output_folder_the_user_made(tmp_path, dask_address):
+    x, y = mixture(300, dim=3)
+    x[5, 1] = np.nan
+    write_parquet(tmp_path / "nan.parquet", x, y)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(InputError, match="NaN"):
+        build_shards(BuildConfig(source=str(tmp_path / "nan.parquet"), out=str(out), dask_address=dask_address))
+    assert out.is_dir() and not any(out.iterdir())
