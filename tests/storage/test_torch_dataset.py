@@ -60,7 +60,9 @@ def test_resuming_after_seven_batches_yields_exactly_the_rest(digits_shards):
 
 def test_dataloader_workers_keep_the_order(digits_shards):
     alone = batches(AlignedShards(digits_shards, batch_size=B, rank=2, world_size=4, seed=5))
-    pooled = batches(AlignedShards(digits_shards, batch_size=B, rank=2, world_size=4, seed=5), num_workers=2)
+    # spawn: this test process runs Prefect's and Dask's threads, which a forked worker must not inherit
+    pooled = batches(AlignedShards(digits_shards, batch_size=B, rank=2, world_size=4, seed=5), num_workers=2,
+                     multiprocessing_context="spawn")
     assert len(alone) == len(pooled)
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(alone, pooled, strict=True))
 
