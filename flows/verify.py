@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows import terminal
 from storage import cli
-from storage.shardset import Verified, verify
+from storage.shardset import ShardSet, Verified, verify
 
 
 class VerifyOptions(BaseModel):
@@ -36,6 +36,7 @@ def main(argv=None) -> int:
 
     def command() -> int:
         options = VerifyOptions(**values)
+        ShardSet(options.shards)  # a folder that is no shard set fails here, before the Prefect server starts
         result = verify_shards(options)
         print(f"verified {options.shards}: {result.files} files, {result.rows} rows, all sha256 and page checksums "
               "match, every value finite")

@@ -169,6 +169,8 @@ def read_manifest(folder: str | Path, *, verify_checksums: bool = False) -> Mani
     (exists, size, Parquet row count; sha256 with ``verify_checksums``). Raises :class:`ManifestError` naming
     what is wrong."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise ManifestError(f"shard folder {folder} does not exist; pass the --out of a build_shards run")
     path = commit.current(folder)
     if path is None:
         if (folder / LEGACY_MANIFEST).is_file():

@@ -67,3 +67,9 @@ def test_verify_checks_every_file(shard_copy, tmp_path, prefect_env):
     flip_a_bit(listed_file(shard_copy, "validation.parquet"))
     res = run_module("flows.verify", shard_copy, cwd=tmp_path, env=prefect_env)
     assert_one_error_line(res, "validation.parquet", "does not match its sha256")
+
+
+def test_verify_refuses_a_missing_folder_before_prefect_starts(tmp_path):
+    res = run_module("flows.verify", tmp_path / "nope", cwd=tmp_path)
+    assert_one_error_line(res, "nope does not exist")
+    assert "Starting temporary server" not in res.stdout
