@@ -71,25 +71,22 @@ def _comma_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def model_parser(model: type[BaseModel], *, prog: str, description: str, exclude: Iterable[str] = (),
-                 help_overrides: dict[str, str] | None = None, positional: Iterable[str] = ()) -> Parser:
-    """A parser with one option per field of ``model`` (minus ``exclude``; fields in ``positional`` are
-    positional arguments), plus ``--debug`` and ``--log-level``. Options not given are absent from the parsed
-    namespace, so the model's defaults apply."""
+def model_parser(model: type[BaseModel], *, prog: str, description: str, positional: Iterable[str] = ()) -> Parser:
+    """A parser with one option per field of ``model`` (fields in ``positional`` are positional arguments), plus
+    ``--debug`` and ``--log-level``. Options not given are absent from the parsed namespace, so the model's
+    defaults apply."""
     parser = Parser(prog=prog, description=description)
-    add_model_options(parser, model, exclude=exclude, help_overrides=help_overrides, positional=positional)
+    add_model_options(parser, model, positional=positional)
     add_common_options(parser)
     return parser
 
 
-def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel], *, exclude: Iterable[str] = (),
-                      help_overrides: dict[str, str] | None = None, positional: Iterable[str] = ()) -> None:
-    skip, overrides, bare = set(exclude), help_overrides or {}, set(positional)
+def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel], *,
+                      positional: Iterable[str] = ()) -> None:
+    bare = set(positional)
     for name, field in model.model_fields.items():
-        if name in skip:
-            continue
         base, choices = _base(field.annotation)
-        text = overrides.get(name, field.description or "")
+        text = field.description or ""
         if name in bare:
             parser.add_argument(name, type=base, help=text, **({} if field.is_required() else {"nargs": "?"}))
             continue
@@ -118,11 +115,6 @@ def split_common(namespace: argparse.Namespace) -> tuple[dict[str, Any], Common]
     values = vars(namespace).copy()
     common = Common(debug=values.pop("debug", False), log_level=values.pop("log_level", "info"))
     return values, common
-
-
-def wants_debug(argv: list[str] | None) -> bool:
-    """Whether ``--debug`` is among the arguments (known before parsing can fail)."""
-    return "--debug" in (sys.argv[1:] if argv is None else argv)
 
 
 def one_line(exc: BaseException) -> str:
