@@ -121,8 +121,10 @@ def one_line(exc: BaseException) -> str:
     """The message of ``exc`` as one line that names the parameter, file or column."""
     if isinstance(exc, ValidationError):
         err = exc.errors()[0]
-        where = "-".join(map(str, err["loc"])).replace("_", "-")
         msg = err["msg"].removeprefix("Value error, ")
+        if len(err["loc"]) > 1:  # a key of a nested parameter file (--config): name it as written there
+            return f"{'.'.join(map(str, err['loc']))}: {msg}"
+        where = "-".join(map(str, err["loc"])).replace("_", "-")
         if where and msg.startswith(f"--{where}"):
             return msg
         return f"--{where}: {msg}" if where else msg

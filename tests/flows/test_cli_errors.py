@@ -126,6 +126,9 @@ def test_train_refuses_a_manifest_that_does_not_match_its_files(change, fragment
 def test_pipeline_and_experiment_bad_input_is_one_line(tmp_path):
     res = run_module("flows.pipeline", "--source", tmp_path / "nope.parquet", cwd=tmp_path)
     assert_one_error_line(res, "nope.parquet", "does not exist")
+    (tmp_path / "pipeline.json").write_text('{"build": {"workers": 0}, "train": {}}')
+    res = run_module("flows.pipeline", "--config", tmp_path / "pipeline.json", cwd=tmp_path)
+    assert_one_error_line(res, "build.workers: --workers must be >= 1")
     res = run_module("flows.experiment", "--config", tmp_path / "none.toml", "--out", tmp_path / "x", cwd=tmp_path)
     assert_one_error_line(res, "--config", "none.toml", "does not exist")
     (tmp_path / "bad.toml").write_text("shardings = 3\n")
