@@ -19,21 +19,10 @@ SHARD_SET_TOP = ("shard_stats.png",)
 SHARD_SET_EXTRAS = ("manifest.json", "shard_stats.png", "family/family.json", "family/family.npz")  # format 1
 RUN_FILES = (RUN_MARKER, "model.pt", "metrics.parquet", "summary.json", "accuracy.png", "staleness.png",
              "checkpoint.pt", "checkpoint.pt.tmp", "summary.json.tmp")
-RUN_GLOBS = ("logs/*.log", ".rendezvous-*")
 
 
 def _files(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink())
-
-
-def shard_set_files(folder: Path) -> set[str] | None:
-    """The files of simshard's in ``folder``: everything in its namespaces plus its plot; for a format-1 set,
-    the files its manifest lists. None when ``folder`` holds neither."""
-    ours = [p for p in _files(folder) if p.split("/", 1)[0] in commit.NAMESPACES or p in SHARD_SET_TOP]
-    legacy = legacy_shard_set_files(folder)
-    if ours or any((folder / name).is_dir() for name in commit.NAMESPACES):
-        return set(ours) | (legacy or set())
-    return legacy
 
 
 def remove_legacy(folder: Path) -> None:
@@ -60,14 +49,29 @@ def legacy_shard_set_files(folder: Path) -> set[str] | None:
     return {p for p in listed if isinstance(p, str)} | set(SHARD_SET_EXTRAS)
 
 
-def run_folder_files(folder: Path) -> set[str] | None:
-    """The files of a simshard run folder, or None when ``folder`` has no run marker."""
-    if not (folder / RUN_MARKER).is_file():
+def foreign_entries(folder: Path, *, kind: str) -> list[str] | None:
+    """What in ``folder`` simshard did not make (paths relative to it), or None when ``folder`` is no shard set
+    (``kind`` "shards") or run folder ("run") at all. Everything inside simshard's namespaces is its own, so
+    only the top level is looked at (and a run's ``logs/``): a mistaken ``--out ~`` is refused at once, not
+    after walking the home folder. A format-1 set is listed in full (it is as small as its manifest)."""
+    top = sorted(p.name for p in folder.iterdir())
+    if kind == "shards":
+        legacy = legacy_shard_set_files(folder)
+        if legacy is None and not any((folder / name).is_dir() for name in commit.NAMESPACES):
+            return None
+        foreign = [e for e in top if e not in commit.NAMESPACES and e not in SHARD_SET_TOP]
+        if legacy:
+            listed_top = {p.split("/", 1)[0] for p in legacy}
+            foreign = [e for e in foreign if e not in listed_top]
+            foreign += [p for p in _files(folder) if p.split("/", 1)[0] in listed_top - set(SHARD_SET_TOP)
+                        and p not in legacy]
+        return foreign
+    if RUN_MARKER not in top:
         return None
-    made = {f for f in RUN_FILES if (folder / f).exists()}
-    for pattern in RUN_GLOBS:
-        made |= {p.relative_to(folder).as_posix() for p in folder.glob(pattern)}
-    return made
+    foreign = [e for e in top if e not in RUN_FILES and e != "logs" and not e.startswith(".rendezvous-")]
+    if (folder / "logs").is_dir():
+        foreign += [f"logs/{p.name}" for p in sorted((folder / "logs").iterdir()) if p.suffix != ".log"]
+    return foreign
 
 
 def check_replaceable(folder: Path, *, kind: str, flag: str | None = "--overwrite") -> None:
@@ -77,21 +81,21 @@ def check_replaceable(folder: Path, *, kind: str, flag: str | None = "--overwrit
         return
     if not folder.is_dir():
         raise InputError(f"{folder} exists and is not a folder; choose another --out")
-    present = _files(folder)
-    if not present and not any(folder.iterdir()):
+    top = sorted(p.name for p in folder.iterdir())
+    if not top:
         return
-    made = shard_set_files(folder) if kind == "shards" else run_folder_files(folder)
+    foreign = foreign_entries(folder, kind=kind)
     what = "a shard set" if kind == "shards" else "a run folder"
-    if made is None:
+    if foreign is None:
         if flag is None:
             raise InputError(f"output {folder} already exists and is not {what} simshard made (it holds "
-                             f"{present[0] if present else 'folders'}); choose another --out")
+                             f"{top[0]}); choose another --out")
         raise InputError(f"{flag} replaces only {what} simshard made, and {folder} is not one (it holds "
-                         f"{present[0] if present else 'folders'}); choose another --out")
-    foreign = [p for p in present if p not in made]
+                         f"{top[0]}); choose another --out")
     if foreign:
         raise InputError(f"{flag or 'the build'} refuses {folder}: it holds {foreign[0]}, which simshard did not "
-                         f"make ({len(foreign)} such file(s)); move it away or choose another --out")
+                         f"make ({len(foreign)} such entr{'y' if len(foreign) == 1 else 'ies'}); move it away or "
+                         "choose another --out")
 
 
 def check_apart(output: Path, other: Path, *, output_flag: str, other_flag: str) -> None:
