@@ -1,10 +1,15 @@
 """Parameter-server throughput against a bare RPC echo of the same payload, side by side in one run.
 
     python bench/train_throughput.py [--params 100000] [--seconds 5] [--workers 1,2,4]
+                                     [--online-rows 60000] [--online-workers 2,4]
 
-For each worker count: n worker processes send (a) commit+pull round trips to the real ParameterServer (AGN
-rule, the full per-commit bookkeeping: staleness, update norm, conflict cosine) and (b) a bare echo of the
-same float32 payload. Prints round trips per second of each and the ratio (target >= 0.7).
+Part 1, for each worker count: n worker processes send (a) commit+pull round trips to the real
+ParameterServer (AGN rule, the full per-commit bookkeeping: staleness, update norm, conflict cosine) and (b) a
+bare echo of the same float32 payload. Prints round trips per second of each and the ratio (target >= 0.7).
+
+Part 2, online coordination against pre-split shards: one source (demo:blobs) built as N aligned shards and
+as an index, then the same AGN training (same model, λ, epochs, workers) over real RPC from each. Prints
+commits/s of each, the ratio (target >= 0.8) and the workers' bucket-cache hit rate.
 """
 
 import argparse
@@ -16,7 +21,12 @@ import time
 import torch
 import torch.distributed.rpc as rpc
 
+from pipeline.build import build_shards
+from pipeline.config import BuildConfig
+from pipeline.index import IndexConfig
 from train import rpc as transport
+from train.config import TrainConfig
+from train.launcher import launch
 from train.rules import make_rule
 from train.server import ParameterServer
 
@@ -69,11 +79,31 @@ def measure(workers: int, params: int, seconds: float) -> tuple[float, float]:
             sum(v for k, v in results.items() if k.startswith("echo")))
 
 
+def online_vs_presplit(rows: int, workers: list[int], folder: str) -> None:
+    source = f"demo:blobs?rows={rows}&dim=16&clusters=8&seed=1"
+    print(f"\nonline coordination vs pre-split shards: {source}, AGN, λ 12, batch 32, 3 epochs")
+    print(f"{'workers':>7} {'pre-split/s':>11} {'online/s':>9} {'ratio':>6} {'cache hits':>10} {'tightness':>17}")
+    index = f"{folder}/index"
+    build_shards(IndexConfig(source=source, out=index).build_config(), kind="index")
+    for n in workers:
+        shards = f"{folder}/shards-{n}"
+        build_shards(BuildConfig(source=source, out=shards, workers=n))
+        common = dict(workers=n, window=12, epochs=3, eval_every=50, overwrite=True)
+        pre = launch(TrainConfig(shards=shards, out=f"{folder}/run-shards-{n}", **common))
+        onl = launch(TrainConfig(index=index, out=f"{folder}/run-index-{n}", **common))
+        ratio = onl["commits_per_second"] / pre["commits_per_second"]
+        print(f"{n:>7} {pre['commits_per_second']:>11.1f} {onl['commits_per_second']:>9.1f} {ratio:>6.2f} "
+              f"{onl['cache_hit_rate']:>10.3f} {pre['step_tightness']:>8.3f}/{onl['step_tightness']:.3f}",
+              flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--params", type=int, default=100_000)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--workers", default="1,2,4")
+    ap.add_argument("--online-rows", type=int, default=60_000, help="0 skips part 2")
+    ap.add_argument("--online-workers", default="2,4")
     args = ap.parse_args()
     os.environ.setdefault("TP_SOCKET_IFNAME", "lo")
     print(f"payload {args.params} float32 ({args.params * 4 / 2**20:.2f} MiB) each way; {os.cpu_count()} cores")
@@ -81,6 +111,9 @@ def main():
     for n in map(int, args.workers.split(",")):
         commits, echoes = measure(n, args.params, args.seconds)
         print(f"{n:>7} {commits:>10.0f} {echoes:>9.0f} {commits / echoes:>6.2f}", flush=True)
+    if args.online_rows:
+        with tempfile.TemporaryDirectory(prefix="simshard-bench-") as folder:
+            online_vs_presplit(args.online_rows, [int(n) for n in args.online_workers.split(",")], folder)
 
 
 if __name__ == "__main__":

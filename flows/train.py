@@ -45,11 +45,11 @@ def report_markdown(out: str, summary: dict) -> str:
 def train(config: TrainConfig = TrainConfig()) -> dict:
     """Asynchronous parameter-server training on a shard set; returns the summary."""
     logger = get_run_logger()
-    progress = ProgressReporter(f"train {config.optimizer} on {config.shards}")
+    progress = ProgressReporter(f"train {config.optimizer} on {config.data}")
     summary = train_task(config, progress)
     progress.set(100)
     table_artifact("train-summary", [{"field": k, "value": v} for k, v in summary.items()],
-                   f"Training summary: {config.optimizer} on {config.shards}")
+                   f"Training summary: {config.optimizer} on {config.data}")
     markdown_artifact("train-report", report_markdown(config.out, summary), "accuracy and staleness plots")
     logger.info("final accuracy %.4f, %s", summary["final_accuracy"], target_text(summary))
     return summary

@@ -24,11 +24,12 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import bucket as bucket_pass
+from pipeline import index as index_build
 from pipeline import quality, resident
 from pipeline import scan as scan_pass
 from pipeline.config import BuildConfig
 from pipeline.daskrt import ProgressFn, dask_client, ordered_map
-from pipeline.deal import deal
+from pipeline.deal import INDEX_ORDER, deal
 from pipeline.families import HashFamily, default_size, fit_family
 from pipeline.layout import DestLayout
 from pipeline.write import WrittenFile, write_shards
@@ -37,6 +38,7 @@ from storage.dataset import SourceDataset, features_of, open_source
 from storage.errors import InputError
 from storage.manifest import (
     LEGACY_MANIFEST,
+    BucketTable,
     Columns,
     Dropped,
     FamilyInfo,
@@ -69,6 +71,7 @@ class Plan:
     build_id: str  # unique per build: names its data prefix, its lease and the chunks held in cluster memory
     base: int  # the newest committed version when the build began; it commits base + 1
     made_out: bool  # the output folder did not exist before this build
+    kind: str = "shards"  # or "index" (build_index: one sequence in locality order)
 
     @property
     def staging(self) -> Path:
@@ -105,6 +108,7 @@ class Written:
     validation_rows: int
     files: list[WrittenFile]
     buckets: dict | None  # bucket statistics (None for orders that do not hash)
+    bucket_table: BucketTable | None = None  # an index's buckets
 
 
 def output_folder(config: BuildConfig) -> Path:
@@ -134,12 +138,13 @@ def check(config: BuildConfig) -> SourceDataset:
     return ds
 
 
-def prepare(config: BuildConfig) -> Plan:
+def prepare(config: BuildConfig, kind: str = "shards") -> Plan:
     """:func:`check`, then take a lease and create the build's data prefix; clear what killed builds left."""
     ds = check(config)
     out = output_folder(config)
     found = commit.versions(out)
-    plan = Plan(config, ds, out, uuid.uuid4().hex[:8], found[-1] if found else 0, made_out=not out.exists())
+    plan = Plan(config, ds, out, uuid.uuid4().hex[:8], found[-1] if found else 0, made_out=not out.exists(),
+                kind=kind)
     commit.take_lease(out, plan.build_id)
     removed = commit.collect(out)
     if removed:
@@ -208,8 +213,8 @@ def fit(plan: Plan, scanned: Scanned) -> FamilyInfo | None:
     cfg = plan.config
     with np.load(plan.work / "sample.npz", allow_pickle=False) as npz:
         sample = npz["x"]
-    size = cfg.size or default_size(cfg.family, rows=scanned.train_rows, workers=cfg.workers,
-                                    sample_rows=len(sample))
+    workers = cfg.workers if plan.kind == "shards" else index_build.NOMINAL_WORKERS
+    size = cfg.size or default_size(cfg.family, rows=scanned.train_rows, workers=workers, sample_rows=len(sample))
     family = fit_family(cfg.family, sample, size=size, seed=cfg.seed)
     files = family.save(plan.staging / "family")
     log.info("fitted %s family: size %d on %d sample rows", cfg.family, family.size, len(sample))
@@ -238,7 +243,7 @@ def _bucket_and_write(plan: Plan, client, family: HashFamily | None, chunks, hel
                         family=family, seed=cfg.seed, validation_fraction=cfg.validation_fraction)
     rows = bucket_pass.concat(parts)
     dealt = deal(source_row=rows.source_row, rank=rows.rank, key=rows.key, workers=cfg.workers,
-                 order=cfg.order, seed=cfg.seed, remainder=cfg.remainder)
+                 order=INDEX_ORDER if plan.kind == "index" else cfg.order, seed=cfg.seed, remainder=cfg.remainder)
     layout = DestLayout(tuple(dealt.rows_per_shard), len(rows.validation_rows))
     dest = np.full(ds.num_rows, -1, np.int64)
     kept = dealt.shard >= 0
@@ -253,15 +258,21 @@ def _bucket_and_write(plan: Plan, client, family: HashFamily | None, chunks, hel
     if written != expected:
         raise RuntimeError(f"wrote {written} rows, expected {expected}: the shuffle lost or duplicated rows")
     bucket_info = quality.bucket_stats(rows.rank, workers=cfg.workers) if family else None
+    table = None
+    if plan.kind == "index":
+        table = index_build.bucket_table(rows.rank, [f.rows for f in files if f.target.kind == "shard"])
     return Written(rows_per_shard=dealt.rows_per_shard, groups=dealt.groups, partial_group=dealt.partial_group,
                    remainder_rows=dealt.dropped, validation_rows=int(len(rows.validation_rows)), files=files,
-                   buckets=bucket_info)
+                   buckets=bucket_info, bucket_table=table)
 
 
 def _quality(plan: Plan, shards: ShardSet, family_info: FamilyInfo | None, written: Written, label_counts) -> dict:
     cfg = plan.config
     with np.load(plan.work / "sample.npz", allow_pickle=False) as npz:
         sample = npz["x"]
+    if plan.kind == "index":
+        recall = quality.knn_recall(HashFamily.load(plan.staging / "family"), sample, seed=cfg.seed)
+        return {**index_build.quality(written.bucket_table), "knn_recall_at_10": recall}
     heads = [next(shards.iter_batches(shards.shard_files(i), batch_rows=QUALITY_HEAD_ROWS), None)
              for i in range(cfg.workers)]
     heads = [_batch_features(b, shards) for b in heads]
@@ -293,7 +304,10 @@ def publish(plan: Plan, scanned: Scanned, family_info: FamilyInfo | None, writte
                 for f in written.files if f.target.kind == kind and f.target.index == index]
 
     counts = scanned.label_counts
+    recorded = json.loads(cfg.model_dump_json(exclude={"workers", "order", "remainder"} if plan.kind == "index"
+                                              else None))
     manifest = Manifest(
+        kind=plan.kind, buckets=written.bucket_table,
         build_id=plan.build_id,
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         source=SourceInfo(uri=cfg.source, fingerprint=ds.fingerprint(), rows=ds.num_rows, files=len(ds.files)),
@@ -308,7 +322,7 @@ def publish(plan: Plan, scanned: Scanned, family_info: FamilyInfo | None, writte
         validation=Validation(rows=written.validation_rows, fraction=cfg.validation_fraction,
                               files=entries("validation")),
         dropped=Dropped(nonfinite_rows=scanned.nonfinite_rows, remainder_rows=written.remainder_rows),
-        config=json.loads(cfg.model_dump_json()),
+        config=recorded,
         shards=[ShardEntry(index=i, rows=written.rows_per_shard[i], files=entries("shard", i))
                 for i in range(cfg.workers)])
     # quality is measured on the staged files through the same reader users get
@@ -324,17 +338,22 @@ def publish(plan: Plan, scanned: Scanned, family_info: FamilyInfo | None, writte
         remove_legacy(plan.out)  # a format-1 set this build replaced
     except OSError as exc:
         log.warning("committed, but could not tidy %s: %s", plan.out, exc)
-    log.info("published %d shards (%s rows) to %s (version %d)", cfg.workers, written.rows_per_shard, plan.out,
-             version)
+    if plan.kind == "index":
+        log.info("published an index of %d rows in %d buckets to %s (version %d)", written.rows_per_shard[0],
+                 len(written.bucket_table.rows), plan.out, version)
+    else:
+        log.info("published %d shards (%s rows) to %s (version %d)", cfg.workers, written.rows_per_shard, plan.out,
+                 version)
     return manifest
 
 
 def build_shards(config: BuildConfig, *, progress: ProgressFn | None = None,
-                 run_step: StepRunner = call_step) -> Manifest:
+                 run_step: StepRunner = call_step, kind: str = "shards") -> Manifest:
     """Run every step on a Dask client of its own (``config.dask_address`` or a LocalCluster) and return the
-    manifest. ``run_step(name, fn, *args)`` runs each step (the Prefect flow makes each a task). Nothing is
+    manifest. ``kind="index"`` writes an index (:mod:`pipeline.index`) instead of N shards.
+    ``run_step(name, fn, *args)`` runs each step (the Prefect flow makes each a task). Nothing is
     left behind on error: the staging folder and any source chunks held in cluster memory are dropped."""
-    plan = run_step("prepare", prepare, config)
+    plan = run_step("prepare", prepare, config, kind)
     try:
         with dask_client(config.dask_address, n_workers=config.dask_workers, memory_limit=config.dask_memory_limit,
                          local_directory=str(plan.work), dashboard=config.dask_dashboard) as client:

@@ -12,6 +12,7 @@ Orders:
   shard composition kept).
 - ``random``: a seeded IID permutation dealt round-robin.
 - ``contiguous``: source order cut into N consecutive ranges.
+- ``locality`` (build_index only, N = 1): every row in (rank, key, source_row) order, not shuffled.
 With ``remainder="drop"`` the n mod N rows that would make shards unequal are left out (``pos == -1``).
 """
 
@@ -22,6 +23,7 @@ import numpy as np
 from storage import rng as rng_streams
 
 ORDERS = ("aligned", "stratified", "random", "contiguous")
+INDEX_ORDER = "locality"
 
 
 @dataclasses.dataclass
@@ -63,9 +65,15 @@ def deal(*, source_row: np.ndarray, rank: np.ndarray | None, key: np.ndarray | N
     """Assign every training row to (shard, pos); see the module doc for the orders."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    if order not in ORDERS:
+    if order not in (*ORDERS, INDEX_ORDER):
         raise ValueError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
     n = len(source_row)
+    if order == INDEX_ORDER:
+        if workers != 1:
+            raise ValueError("the locality order makes one sequence (an index): workers must be 1")
+        shard, pos = np.zeros(n, np.int64), np.empty(n, np.int64)
+        pos[locality_order(rank=rank, key=key, source_row=source_row)] = np.arange(n)
+        return _finish(shard, pos, 1, n, 0, 0)
     full, partial = divmod(n, workers)
     keep_partial = remainder == "keep" and partial > 0
     rng = rng_streams.group_order(seed)

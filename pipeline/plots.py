@@ -25,3 +25,16 @@ def shard_stats_png(manifest, path: Path) -> Path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def bucket_sizes_png(manifest, path: Path) -> Path:
+    """An index's rows per bucket, buckets in locality order."""
+    rows = manifest.buckets.rows
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.bar(range(len(rows)), rows, width=1.0, color="tab:blue")
+    ax.set(title=f"rows per bucket ({len(rows)} buckets, {manifest.family.name})", xlabel="bucket (locality order)",
+           ylabel="rows")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

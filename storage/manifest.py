@@ -90,11 +90,31 @@ class Dropped(_Model):
     remainder_rows: int = 0
 
 
+class BucketTable(_Model):
+    """An index's buckets in locality order (parallel lists, one entry per non-empty bucket): bucket ``i`` holds
+    ``rows[i]`` rows, stored from row ``first_row[i]`` of file ``file[i]`` (an index into the index's one shard's
+    files) on, continuing into the next file when it reaches a file's end. ``bucket[i]`` is its rank in the
+    family's locality order."""
+
+    bucket: list[int]
+    rows: list[int]
+    file: list[int]
+    first_row: list[int]
+
+    @model_validator(mode="after")
+    def _parallel(self) -> "BucketTable":
+        if not len(self.bucket) == len(self.rows) == len(self.file) == len(self.first_row):
+            raise ValueError("bucket, rows, file and first_row must have one entry per bucket")
+        return self
+
+
 class Manifest(_Model):
-    """A shard set's manifest (format_version 1)."""
+    """A shard set's manifest (format_version 2). ``kind`` "index" (build_index) is one shard in locality
+    order, with its :class:`BucketTable`; train reads it with ``--index``."""
 
     format: Literal["simshard.shards"] = FORMAT
     format_version: Literal[2] = FORMAT_VERSION
+    kind: Literal["shards", "index"] = "shards"
     build_id: str  # every file lies under data/<build_id>/
     created: str
     source: SourceInfo
@@ -114,9 +134,14 @@ class Manifest(_Model):
     config: dict[str, Any]
     quality: dict[str, Any] = {}
     shards: list[ShardEntry]
+    buckets: BucketTable | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> "Manifest":
+        if (self.kind == "index") != (self.buckets is not None):
+            raise ValueError("an index (and only an index) lists buckets")
+        if self.buckets is not None and sum(self.buckets.rows) != sum(self.rows_per_shard):
+            raise ValueError(f"the buckets hold {sum(self.buckets.rows)} rows, the index {sum(self.rows_per_shard)}")
         if len(self.shards) != self.workers or len(self.rows_per_shard) != self.workers:
             raise ValueError(f"lists {len(self.shards)} shards and {len(self.rows_per_shard)} shard sizes for "
                              f"{self.workers} workers")

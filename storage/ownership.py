@@ -15,7 +15,7 @@ from storage import commit
 from storage.errors import InputError
 
 RUN_MARKER = "simshard-run.json"
-SHARD_SET_TOP = ("shard_stats.png",)
+SHARD_SET_TOP = ("shard_stats.png", "bucket_sizes.png")
 SHARD_SET_EXTRAS = ("manifest.json", "shard_stats.png", "family/family.json", "family/family.npz")  # format 1
 RUN_FILES = (RUN_MARKER, "model.pt", "metrics.parquet", "summary.json", "accuracy.png", "staleness.png",
              "checkpoint.pt", "checkpoint.pt.tmp", "summary.json.tmp")

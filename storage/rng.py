@@ -59,6 +59,21 @@ def epoch_all_rows(seed: int, epoch: int) -> np.random.Generator:
     return _gen(seed, epoch, 2)
 
 
+def bucket_rows(seed: int, epoch: int, bucket: int) -> np.random.Generator:
+    """The order of an index bucket's rows in an epoch (online coordination), the same on every worker."""
+    return _gen(seed, epoch, 3, bucket)
+
+
+def coordinator_draws(seed: int, epoch: int) -> np.random.Generator:
+    """The leading workers' draws from an epoch's unused rows (online coordination)."""
+    return _gen(seed, epoch, 4)
+
+
+def tightness_pairs(seed: int) -> np.random.Generator:
+    """The random row pairs that ``step_tightness`` compares against."""
+    return _gen(seed, 13)
+
+
 def simulator_schedule(seed: int) -> np.random.Generator:
     """Which worker the simulator's ``random`` schedule serves next."""
     return _gen(seed, 99)

@@ -48,7 +48,12 @@ def prefect_env(prefect_server):
     return {"PREFECT_API_URL": PREFECT_API_URL.value()}
 
 
-from tests.shard_fixtures import blob_shards, digits_shards  # noqa: E402,F401  (session fixtures)
+from tests.shard_fixtures import (  # noqa: E402,F401  (session fixtures)
+    blob_index,
+    blob_shards,
+    digits_index,
+    digits_shards,
+)
 
 
 def mixture(rows: int, dim: int = 8, clusters: int = 6, seed: int = 0):

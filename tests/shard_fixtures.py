@@ -2,6 +2,7 @@ import pytest
 
 from pipeline.build import build_shards
 from pipeline.config import BuildConfig
+from pipeline.index import IndexConfig
 from storage import commit
 
 
@@ -18,6 +19,23 @@ def blob_shards(tmp_path_factory, dask_address):
     out = tmp_path_factory.mktemp("train") / "blobs-3"
     build_shards(BuildConfig(source="demo:blobs?rows=30000&dim=16&clusters=8&seed=1", out=str(out),
                              dask_address=dask_address, workers=3, family="pca"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def digits_index(tmp_path_factory, dask_address):
+    out = tmp_path_factory.mktemp("train") / "digits-index"
+    build_shards(IndexConfig(out=str(out), dask_address=dask_address).build_config(), kind="index")
+    return out
+
+
+@pytest.fixture(scope="session")
+def blob_index(tmp_path_factory, dask_address):
+    """An index of 27,000 training rows in 128-row row groups (about 1.9 MiB of row groups in all)."""
+    out = tmp_path_factory.mktemp("train") / "blobs-index"
+    build_shards(IndexConfig(source="demo:blobs?rows=30000&dim=16&clusters=8&seed=1", out=str(out),
+                             dask_address=dask_address, family="pca", row_group_rows=128).build_config(),
+                 kind="index")
     return out
 
 

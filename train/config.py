@@ -4,7 +4,7 @@ import dataclasses
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 OPTIMIZERS = ("downpour", "agn", "adag", "dynsgd", "aeasgd", "eamsgd", "averaging", "single")
 # communication window λ by optimizer when --window is not given (dist-keras defaults of the thesis)
@@ -16,6 +16,7 @@ DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05, "momentum": 0.01}
 STEP_BUDGET = 400
 EPOCH_RANGE = (5, 100)
 COMMITS_PER_EPOCH = 4  # the default λ is capped so that every worker commits at least this often per epoch
+ONLINE_WORKERS = 4  # --workers by default with --index (an index has no shard count to follow)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +34,9 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     shards: str = Field("./shards", description="shard folder written by build_shards")
+    index: str | None = Field(None, description="index folder written by build_index: train with online "
+                              "coordination instead of pre-split shards")
+    cache_mb: float = Field(256.0, gt=0, description="with --index: MiB of index row groups each worker keeps")
     out: str = Field("./runs/latest", description="run folder for model, metrics, summary and plots")
     optimizer: Literal[OPTIMIZERS] = Field(
         "agn", description="update rule (thesis names; dist-keras's ADAG class is AGN)")
@@ -48,7 +52,8 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(32, ge=1, description="rows per local step")
     epochs: int | None = Field(None, ge=1, description="passes over each shard (default: enough for about 400 "
                                "local steps per worker, 5 to 100)")
-    workers: int | None = Field(None, ge=1, description="workers n (default: one per shard; never more)")
+    workers: int | None = Field(None, ge=1, description="workers n (default: one per shard, never more; "
+                                "with --index 4)")
     model: str | None = Field(None, description="module:factory returning a torch.nn.Module for "
                               "(input_dim, num_classes); default an MLP features -> 128 -> classes")
     target_accuracy: float = Field(0.9, gt=0, le=1, description="validation accuracy for epochs_to_target")
@@ -62,6 +67,19 @@ class TrainConfig(BaseModel):
     worker_timeout: float = Field(120.0, gt=0, description="seconds without a message before a worker is "
                                   "declared dead (multi-host runs; the local launcher sees exits at once)")
     overwrite: bool = Field(False, description="replace an existing run folder")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TrainConfig":
+        if self.index is not None and "shards" in self.model_fields_set:
+            raise ValueError("pass --shards (pre-split shards) or --index (online coordination), not both")
+        if self.index is not None and self.resume:
+            raise ValueError("--resume: a run with --index cannot resume yet; start it again")
+        return self
+
+    @property
+    def data(self) -> str:
+        """The folder training reads: the index, or the shard set."""
+        return self.index or self.shards
 
     def resolved_local(self) -> str:
         return self.local_optimizer or DEFAULT_LOCAL.get(self.optimizer, "adam")

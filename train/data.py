@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from storage.index import BucketIndex
 from storage.shardset import ShardSet
 from storage.stream import ShardOrder
 
@@ -42,6 +43,39 @@ class ShardStream:
                 have -= self.batch_size
         if have:
             yield torch.from_numpy(np.concatenate(pending_x)), torch.from_numpy(np.concatenate(pending_y))
+
+
+class Draw:
+    """A request an :class:`OnlineStream` yields: the takes (:mod:`train.coordinator`) of local steps
+    ``step .. step + steps - 1`` of ``epoch``. Answer: a list of per-step take lists, shorter (possibly
+    empty) once the epoch's rows have run out."""
+
+    def __init__(self, epoch: int, step: int, steps: int):
+        self.epoch, self.step, self.steps = epoch, step, steps
+
+
+class OnlineStream:
+    """Batches from an index, coordinated with the other workers: :meth:`batches` yields :class:`Draw`
+    requests (answered by the coordinator through the worker's transport) as well as batches. It asks for
+    ``ahead`` steps per request, so a worker makes one coordination call per communication window. It has no
+    length: an epoch ends when the coordinator's rows run out."""
+
+    def __init__(self, index: BucketIndex, *, ahead: int):
+        self.index, self.ahead = index, max(1, ahead)
+
+    def batches(self, epoch: int, start_sample: int = 0):
+        if start_sample:
+            raise ValueError("online coordination cannot resume mid-epoch")
+        step = 0
+        while True:
+            planned = yield Draw(epoch, step, self.ahead)
+            for takes in planned:
+                positions = np.concatenate([self.index.positions(epoch, b, o, c) for b, o, c in takes])
+                x, y, _ = self.index.read(positions)
+                yield torch.from_numpy(x), torch.from_numpy(y)
+            step += len(planned)
+            if len(planned) < self.ahead:
+                return
 
 
 def load_validation(shards: ShardSet) -> tuple[torch.Tensor, torch.Tensor]:

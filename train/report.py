@@ -16,14 +16,18 @@ import torch  # noqa: E402
 from storage.errors import InputError  # noqa: E402
 
 METRIC_COLUMNS = ["time", "epoch", "commit", "worker", "staleness", "update_norm", "conflict", "train_loss",
-                  "loss", "accuracy"]
+                  "loss", "accuracy", "step", "step_tightness", "distinct_buckets", "spills"]
+EVAL_ROW, STEP_ROW = -2, -3  # worker values of evaluation rows and of sampled online-coordination steps
 CHECKPOINT = "checkpoint.pt"
 
 
-def metrics_frame(records: list[dict], evals: list[dict]) -> pd.DataFrame:
-    """One row per commit (loss/accuracy empty) and one per evaluation (worker -1 for model averaging
-    rounds, -2 for evaluation rows)."""
+def metrics_frame(records: list[dict], evals: list[dict], steps: list[dict] = ()) -> pd.DataFrame:
+    """One row per commit (worker k, or -1 for a model-averaging round), one per evaluation (worker -2:
+    ``loss`` and ``accuracy``), and one per step sampled for ``step_tightness`` (worker -3, sorted first:
+    ``epoch`` (integer), ``step``, that step's ``step_tightness``, and with online coordination
+    ``distinct_buckets`` and ``spills``). Columns a row does not use are empty."""
     rows = [dict(r, loss=np.nan, accuracy=np.nan) for r in records]
+    rows += [{"time": np.nan, "commit": 0, "worker": STEP_ROW, "staleness": 0, **s} for s in steps]
     rows += [{"time": e["time"], "epoch": e["epoch"], "commit": e["commit"], "worker": -2, "staleness": 0,
               "update_norm": np.nan, "conflict": np.nan, "train_loss": np.nan, "loss": e["loss"],
               "accuracy": e["accuracy"]} for e in evals]
@@ -33,8 +37,8 @@ def metrics_frame(records: list[dict], evals: list[dict]) -> pd.DataFrame:
 
 def summarize(df: pd.DataFrame, *, optimizer: str, workers: int, epochs: int, target: float,
               unseen_rows: int, dead_workers: list[int], training_seconds: float) -> dict:
-    evals = df[df.worker == -2]
-    commits = df[df.worker != -2]
+    evals = df[df.worker == EVAL_ROW]
+    commits = df[df.worker >= -1]
     reached = evals[evals.accuracy >= target]
     nanmean = lambda s: None if s.dropna().empty else float(s.dropna().mean())  # noqa: E731
     return {

@@ -20,6 +20,7 @@ from storage import cli
 from storage.errors import InputError, TrainError
 from train import session
 from train.config import TrainConfig
+from train.data import Draw
 from train.server import DEAD, RUNNING
 from train.worker import Average, Commit, Done, Pull, SaveState, Start
 
@@ -67,9 +68,14 @@ def _average(k: int, theta: torch.Tensor, samples: int, cursor: tuple[int, int],
     return _SERVER.average(k, theta, samples=samples, cursor=cursor, loss=loss)
 
 
-def _done(k: int, samples: int, state: dict) -> bool:
+def _draw(k: int, epoch: int, step: int, steps: int):
     _seen(k)
-    _SERVER.done(k, state=state)
+    return _SERVER.draw(k, epoch, step, steps)
+
+
+def _done(k: int, samples: int, state: dict, stats: dict) -> bool:
+    _seen(k)
+    _SERVER.done(k, state=state, stats=stats)
     return True
 
 
@@ -158,8 +164,10 @@ def work(config: TrainConfig, k: int, *, rank: int, world_size: int, init_method
             elif isinstance(request, Average):
                 answer = rpc.rpc_sync(PS_NAME, _average, args=(k, request.theta, request.samples, request.cursor,
                                                                request.loss), timeout=0)
+            elif isinstance(request, Draw):
+                answer = rpc.rpc_sync(PS_NAME, _draw, args=(k, request.epoch, request.step, request.steps))
             elif isinstance(request, Done):
-                rpc.rpc_sync(PS_NAME, _done, args=(k, request.samples, request.state))
+                rpc.rpc_sync(PS_NAME, _done, args=(k, request.samples, request.state, request.stats))
                 return
             request = program.send(answer)
     except RuntimeError as exc:

@@ -69,6 +69,8 @@ class ParameterServer:
         self.records: list[dict] = []
         self.round: dict[int, tuple[torch.Tensor, Future]] = {}
         self.round_loss: dict[int, float] = {}
+        self.coordinator = None  # a train.coordinator.Coordinator when the data comes from an index
+        self.worker_stats: dict[int, dict] = {}  # what each finished worker reported of its data source
 
     # -- queries ---------------------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -150,8 +152,16 @@ class ParameterServer:
         self._resolve(closed)
         return fut
 
-    def done(self, worker: int, *, state: dict | None = None, dead: bool = False) -> None:
+    def draw(self, worker: int, epoch: int, step: int, steps: int) -> list:
+        """Online coordination: the worker's takes for ``steps`` local steps (:mod:`train.coordinator`)."""
+        return self.coordinator.draw(worker, epoch, step, steps)
+
+    def done(self, worker: int, *, state: dict | None = None, dead: bool = False, stats: dict | None = None) -> None:
         """Worker ``worker`` has finished (``state``: its optimizer state at its last exchange) or died."""
+        if self.coordinator is not None:
+            self.coordinator.leave(worker)
+        if stats:
+            self.worker_stats[worker] = stats
         with self.lock:
             if self.status[worker] == RUNNING:
                 self.status[worker] = DEAD if dead else DONE

@@ -12,11 +12,13 @@ import torch
 
 from storage import rng as rng_streams
 from storage.errors import InputError, ManifestError
+from storage.index import BucketIndex, open_index
 from storage.ownership import RUN_MARKER, check_apart, check_replaceable
 from storage.shardset import ShardSet
-from train import report
-from train.config import TrainConfig
-from train.data import ShardStream, load_all, load_validation
+from train import report, tightness
+from train.config import ONLINE_WORKERS, TrainConfig
+from train.coordinator import Coordinator
+from train.data import OnlineStream, ShardStream, load_all, load_validation
 from train.model import build_model, evaluate, get_flat, make_local_optimizer, set_flat
 from train.rules import make_rule
 from train.server import Cut, ParameterServer
@@ -27,6 +29,8 @@ log = logging.getLogger("simshard.train")
 
 @dataclasses.dataclass
 class Setup:
+    """``shards`` is the shard set, or with ``online`` (``--index``) the index (one locality-ordered shard)."""
+
     config: TrainConfig
     shards: ShardSet
     workers: int
@@ -38,13 +42,19 @@ class Setup:
     window: int
     eval_every: int
     checkpoint_every: int
+    online: bool = False
+
+    @property
+    def single(self) -> bool:
+        return self.config.optimizer == "single"
 
 
 def check_run_folder(config: TrainConfig) -> Path:
     """The run folder: apart from the shard set; an existing non-empty one only with --resume, or with
     --overwrite when it is a run folder simshard made."""
     out = Path(config.out).expanduser().absolute()
-    check_apart(out, Path(config.shards).expanduser().absolute(), output_flag="--out", other_flag="--shards")
+    check_apart(out, Path(config.data).expanduser().absolute(), output_flag="--out",
+                other_flag="--index" if config.index else "--shards")
     if out.exists() and not out.is_dir():
         raise InputError(f"run folder {out} exists and is not a folder; choose another --out")
     if out.exists() and any(out.iterdir()) and not (config.resume or config.overwrite):
@@ -57,20 +67,25 @@ def check_run_folder(config: TrainConfig) -> Path:
 def prepare(config: TrainConfig, *, create_out: bool = True) -> Setup:
     """Validate the shard set and the model against the request; create the run folder (unless in a child
     process, which joins the folder its launcher made)."""
-    try:
-        shards = ShardSet(config.shards)
-    except ManifestError as exc:
-        raise InputError(str(exc)) from exc
+    online = config.index is not None
+    shards = open_index(config.index) if online else _open_shards(config.shards)
     m = shards.manifest
     if m.label is None:
-        raise InputError(f"{config.shards}: the shards have no label column; rebuild them with --label")
+        raise InputError(f"{config.data}: the data has no label column; rebuild it with --label")
     if not m.validation.rows:
-        raise InputError(f"{config.shards}: the shards have no validation rows; rebuild with --validation-fraction")
+        raise InputError(f"{config.data}: the data has no validation rows; rebuild with --validation-fraction")
     single = config.optimizer == "single"
-    workers = config.workers or m.workers
-    if workers > m.workers:
-        raise InputError(f"--workers {workers} is more than the {m.workers} shards in {config.shards}; "
-                         f"pass --workers {m.workers} or fewer, or rebuild with more shards")
+    if online:
+        workers = config.workers or ONLINE_WORKERS
+        if not single and workers * config.batch_size > m.rows_per_shard[0]:
+            raise InputError(f"--workers {workers} × --batch-size {config.batch_size} rows a step is more than the "
+                             f"{m.rows_per_shard[0]} training rows in {config.index}; pass fewer workers or a "
+                             "smaller batch")
+    else:
+        workers = config.workers or m.workers
+        if workers > m.workers:
+            raise InputError(f"--workers {workers} is more than the {m.workers} shards in {config.shards}; "
+                             f"pass --workers {m.workers} or fewer, or rebuild with more shards")
     check_model(config.model, input_dim=m.columns.dim, num_classes=m.label.num_classes)
     out = Path(config.out).expanduser().absolute()
     if create_out:
@@ -78,10 +93,15 @@ def prepare(config: TrainConfig, *, create_out: bool = True) -> Setup:
         if out.exists() and config.overwrite and not config.resume:
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / RUN_MARKER).write_text(json.dumps({"format": "simshard.run", "shards": str(config.shards),
+        (out / RUN_MARKER).write_text(json.dumps({"format": "simshard.run", "data": str(config.data),
                                                   "optimizer": config.optimizer}))
-    train_rows = sum(m.rows_per_shard[:workers])
-    plan = config.run_length(shard_rows=train_rows if single else min(m.rows_per_shard[:workers]))
+    if online:
+        train_rows = m.rows_per_shard[0]
+        per_worker = train_rows // workers  # an even share of each epoch's rows
+    else:
+        train_rows = sum(m.rows_per_shard[:workers])
+        per_worker = min(m.rows_per_shard[:workers])
+    plan = config.run_length(shard_rows=train_rows if single else per_worker)
     if plan.reason and create_out:
         log.info("defaults for these shards: %s", plan.reason)
     per_epoch = train_rows / config.batch_size / plan.window
@@ -89,7 +109,19 @@ def prepare(config: TrainConfig, *, create_out: bool = True) -> Setup:
         per_epoch /= workers
     eval_every = config.eval_every or max(1, round(per_epoch / 8))
     return Setup(config, shards, 1 if single else workers, out, m.columns.dim, m.label.num_classes,
-                 train_rows, plan.epochs, plan.window, eval_every, config.checkpoint_every or 10 * eval_every)
+                 train_rows, plan.epochs, plan.window, eval_every, config.checkpoint_every or 10 * eval_every,
+                 online=online and not single)
+
+
+def _open_shards(folder: str) -> ShardSet:
+    try:
+        shards = ShardSet(folder)
+    except ManifestError as exc:
+        raise InputError(str(exc)) from exc
+    if shards.manifest.kind == "index":
+        raise InputError(f"--shards {folder} is an index (build_index), not a shard set; pass it as --index to "
+                         "train with online coordination")
+    return shards
 
 
 def check_model(spec: str | None, *, input_dim: int, num_classes: int) -> None:
@@ -137,13 +169,35 @@ def worker(setup: Setup, k: int):
         stream = AllRowsStream(setup.shards, batch_size=cfg.batch_size, seed=cfg.seed)
         rule, window = make_rule("downpour", lr=cfg.resolved_lr()), 1  # λ=1 with one worker: plain training
     else:
-        stream = ShardStream(setup.shards, k, batch_size=cfg.batch_size, seed=cfg.seed)
+        if setup.online:
+            index = BucketIndex(setup.shards, cache_bytes=int(cfg.cache_mb * 2**20), seed=cfg.seed)
+            stream = OnlineStream(index, ahead=setup.window)
+        else:
+            stream = ShardStream(setup.shards, k, batch_size=cfg.batch_size, seed=cfg.seed)
         rule = None if cfg.optimizer == "averaging" else make_rule(cfg.optimizer, lr=cfg.resolved_lr(),
                                                                      rho=cfg.rho, gamma=cfg.gamma)
         window = setup.window
     optimizer = make_local_optimizer(cfg.resolved_local(), model, cfg.resolved_lr())
     return worker_program(rule=rule, model=model, optimizer=optimizer, stream=stream, epochs=setup.epochs,
-                          window=window)
+                          window=window, stats=lambda: _stream_stats(stream))
+
+
+def _stream_stats(stream) -> dict:
+    if isinstance(stream, OnlineStream):
+        cache = stream.index.cache.stats
+        return {"cache_hits": cache.hits, "cache_misses": cache.misses}
+    return {}
+
+
+def coordinator(setup: Setup) -> Coordinator | None:
+    """The online coordinator of a ``--index`` run (None for pre-split shards)."""
+    if not setup.online:
+        return None
+    steps_per_epoch = max(1, setup.train_rows // (setup.workers * setup.config.batch_size))
+    return Coordinator(bucket_rows=setup.shards.manifest.buckets.rows, workers=setup.workers,
+                       batch_size=setup.config.batch_size, seed=setup.config.seed,
+                       sample_every=max(1, steps_per_epoch * setup.epochs // tightness.SAMPLED_STEPS),
+                       max_samples=tightness.SAMPLED_STEPS)
 
 
 class Monitor:
@@ -197,8 +251,13 @@ def server(setup: Setup, monitor: Monitor, *, now=time.monotonic) -> ParameterSe
                          on_checkpoint=monitor.checkpoint, now=now, **state)
     if cfg.resume:
         ps.records = list(ckpt["records"])
+    ps.coordinator = coordinator(setup)
     monitor.server = ps
     return ps
+
+
+def _mean(values: list) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def finish(setup: Setup, ps: ParameterServer, monitor: Monitor, *, plots: bool = True,
@@ -210,17 +269,30 @@ def finish(setup: Setup, ps: ParameterServer, monitor: Monitor, *, plots: bool =
         monitor(ps.clock, ps.epoch, ps.centre.clone())
     monitor.checkpoint(ps.final_cut())
     rows = setup.shards.manifest.rows_per_shard
-    planned = [rows[k] * setup.epochs for k in range(setup.workers)] if cfg.optimizer != "single" \
-        else [setup.train_rows * setup.epochs]
-    unseen = sum(max(0, p - s) for p, s in zip(planned, ps.samples))
+    if setup.online or setup.single:  # every epoch's rows are shared by all workers
+        unseen = max(0, setup.train_rows * setup.epochs - sum(ps.samples))
+    else:
+        unseen = sum(max(0, rows[k] * setup.epochs - s) for k, s in enumerate(ps.samples))
     dead = [k for k, s in enumerate(ps.status) if s == 2]
-    df = report.metrics_frame(ps.records, monitor.evals)
+    if setup.online:
+        measured = tightness.online(ps.coordinator.sampled.values(), setup.shards, seed=cfg.seed)
+    else:
+        measured = tightness.presplit(setup.shards, workers=setup.workers, batch_size=cfg.batch_size,
+                                      seed=cfg.seed) if not setup.single else tightness.Measured(None, [])
+    df = report.metrics_frame(ps.records, monitor.evals, steps=measured.steps)
     summary = report.summarize(df, optimizer=cfg.optimizer, workers=setup.workers, epochs=setup.epochs,
                                target=cfg.target_accuracy, unseen_rows=unseen, dead_workers=dead,
                                training_seconds=ps.elapsed())
     summary["auc"] = report.auc(df)
-    summary["shards"] = str(setup.shards.folder)
+    summary["index" if setup.online else "shards"] = str(setup.shards.folder)
     summary["eval_every"] = setup.eval_every
+    summary["window"] = setup.window
+    summary["step_tightness"] = measured.ratio
+    if setup.online:
+        hits, misses = (sum(s.get(f"cache_{k}", 0) for s in ps.worker_stats.values()) for k in ("hits", "misses"))
+        summary["cache_hit_rate"] = hits / (hits + misses) if hits + misses else None
+        summary["mean_distinct_buckets"] = _mean([s["distinct_buckets"] for s in measured.steps])
+        summary["spills_per_step"] = _mean([s["spills"] for s in measured.steps])
     summary.update(extra or {})
     model = new_model(setup)
     set_flat(model, ps.centre)

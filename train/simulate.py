@@ -18,6 +18,7 @@ from storage import cli
 from storage import rng as rng_streams
 from train import session
 from train.config import TrainConfig
+from train.data import Draw
 from train.worker import Average, Commit, Done, Pull, SaveState, Start
 
 SCHEDULES = ("round-robin", "random")
@@ -50,6 +51,8 @@ def simulate(config: TrainConfig, *, schedule: str = "round-robin", progress=Non
                 answer = ps.start(k)
             elif isinstance(req, Pull):
                 answer = ps.pull(k)
+            elif isinstance(req, Draw):
+                answer = ps.draw(k, req.epoch, req.step, req.steps)
             elif isinstance(req, SaveState):
                 answer = ps.save_state(k, req.state)
                 end_turn = True
@@ -64,7 +67,7 @@ def simulate(config: TrainConfig, *, schedule: str = "round-robin", progress=Non
                     return
                 answer, end_turn = fut.value(), True
             elif isinstance(req, Done):
-                ps.done(k, state=req.state)
+                ps.done(k, state=req.state, stats=req.stats)
                 active.remove(k)
                 return
             pending[k] = programs[k].send(answer)
@@ -94,7 +97,7 @@ class SimulateConfig(TrainConfig):
                                                        "round-robin (staleness n - 1) or seeded random")
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(**self.model_dump(exclude={"schedule"}))
+        return TrainConfig(**self.model_dump(exclude={"schedule"}, exclude_unset=True))
 
 
 def main(argv=None) -> int:

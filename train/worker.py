@@ -1,7 +1,8 @@
 """The worker's program, free of any transport.
 
 ``worker_program`` is a generator: it yields requests (:class:`Start`, :class:`Pull`, :class:`Commit`,
-:class:`Average`, :class:`SaveState`, :class:`Done`) and is sent each answer. :mod:`train.simulate` answers
+:class:`Average`, :class:`SaveState`, :class:`Done`, and :class:`~train.data.Draw` when its data comes from
+online coordination) and is sent each answer. :mod:`train.simulate` answers
 them in-process under a staleness schedule; :mod:`train.rpc` answers them with RPC calls to the parameter
 server. The training arithmetic is the same in both.
 
@@ -16,7 +17,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from train.data import ShardStream
+from train.data import Draw, ShardStream
 from train.model import get_flat, set_flat
 from train.rules import Rule
 
@@ -63,6 +64,7 @@ class SaveState:
 class Done:
     samples: int
     state: dict  # the local optimizer's state as of the last exchange (= now)
+    stats: dict = dataclasses.field(default_factory=dict)  # the data source's counters (bucket cache hits...)
 
 
 def snapshot(optimizer: torch.optim.Optimizer) -> dict:
@@ -75,9 +77,10 @@ def snapshot(optimizer: torch.optim.Optimizer) -> dict:
 
 
 def worker_program(*, rule: Rule | None, model: nn.Module, optimizer: torch.optim.Optimizer, stream: ShardStream,
-                   epochs: int, window: int):
+                   epochs: int, window: int, stats=dict):
     """Train on ``stream`` for ``epochs`` epochs, talking to the parameter server every ``window`` steps.
-    ``rule`` None means synchronous model averaging. The last partial window is always committed."""
+    ``rule`` None means synchronous model averaging. The last partial window is always committed.
+    ``stats()`` gives the counters reported with :class:`Done`."""
     centre, clock, (epoch0, sample0), state = yield Start()
     if state:
         optimizer.load_state_dict(state)
@@ -112,10 +115,23 @@ def worker_program(*, rule: Rule | None, model: nn.Module, optimizer: torch.opti
         steps = samples = 0
         loss_sum = 0.0
 
+    # an online stream has no length: its epoch ends when the coordinator's rows run out
+    length = len(stream) if hasattr(stream, "__len__") else None
     for epoch in range(epoch0, epochs):
         start = sample0 if epoch == epoch0 else 0
         position = start
-        for x, y in stream.batches(epoch, start):
+        source = stream.batches(epoch, start)  # a generator: it may ask the coordinator for its rows
+        answer = None
+        while True:
+            try:
+                item = source.send(answer)
+            except StopIteration:
+                break
+            if isinstance(item, Draw):
+                answer = yield item
+                continue
+            answer = None
+            x, y = item
             model.train()
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(x), y)
@@ -126,9 +142,11 @@ def worker_program(*, rule: Rule | None, model: nn.Module, optimizer: torch.opti
             total += len(y)
             position += len(y)
             loss_sum += float(loss.detach())
-            cursor = (epoch, position) if position < len(stream) else (epoch + 1, 0)
+            cursor = (epoch, position) if length is None or position < length else (epoch + 1, 0)
             if steps == window:
                 yield from exchange()
+        if length is None:
+            cursor = (epoch + 1, 0)
     if steps:
         yield from exchange()
-    yield Done(total, kept)
+    yield Done(total, kept, stats())

@@ -67,6 +67,21 @@ def test_build_shards_bad_input_is_one_line(case, tmp_path, good, prefect_env):
     assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
 
 
+INDEX_CASES = ["nan", "corrupt file", "existing output"]  # the shared checks; build_shards runs every case
+
+
+@pytest.mark.parametrize("case", INDEX_CASES)
+def test_build_index_bad_input_is_one_line(case, tmp_path, good, prefect_env):
+    args, fragments = bad_sources(tmp_path, good)[case]
+    out = tmp_path / "out"
+    if "--out" not in args:
+        args = [*args, "--out", out]
+    res = run_module("flows.build_index", *args, cwd=tmp_path, env=prefect_env)
+    assert_one_error_line(res, *fragments)
+    assert not out.exists(), "output left behind"
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
+
+
 def test_debug_shows_the_traceback(tmp_path):
     res = run_module("flows.build_shards", "--source", tmp_path / "nope.parquet", "--debug", cwd=tmp_path)
     assert res.returncode != 0 and "Traceback (most recent call last)" in res.stderr
@@ -110,6 +125,19 @@ def test_train_bad_input_is_one_line(case, shard_copy, tmp_path):
     res = run_module("flows.train", "--shards", shard_copy, "--out", tmp_path / "run", *args, cwd=tmp_path)
     assert_one_error_line(res, *fragments)
     assert not (tmp_path / "run").exists()
+
+
+def test_train_refuses_the_wrong_kind_of_folder_in_one_line(digits_shards, digits_index, tmp_path):
+    cases = [
+        (["--index", digits_shards], ["--index", "is a shard set", "pass it as --shards"]),
+        (["--shards", digits_index], ["--shards", "is an index", "pass it as --index"]),
+        (["--shards", digits_shards, "--index", digits_index], ["--shards", "--index", "not both"]),
+        (["--index", digits_index, "--workers", "60"], ["--workers 60 × --batch-size 32", "1619 training rows"]),
+    ]
+    for args, fragments in cases:
+        res = run_module("flows.train", *args, "--out", tmp_path / "run", cwd=tmp_path)
+        assert_one_error_line(res, *fragments)
+        assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("change, fragments", [

@@ -45,7 +45,7 @@ def test_deploy_creates_deployments_whose_cron_schedules_produce_runs(prefect_ap
     prefect(env, "work-pool", "create", WORK_POOL, "--type", "process")
     prefect(env, "--no-prompt", "deploy", "--all")
     deployments = {d["name"]: d for d in post(api, "/deployments/filter", {})}
-    assert set(deployments) == {"nightly-build", "train", "pipeline"}
+    assert set(deployments) == {"nightly-build", "build-index", "train", "pipeline"}
     nightly = deployments["nightly-build"]["id"]
     deadline, scheduled = time.time() + 90, []
     while time.time() < deadline and not scheduled:
