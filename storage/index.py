@@ -2,10 +2,11 @@
 
 An index is one sequence of training rows in locality order; its manifest's
 :class:`~storage.manifest.BucketTable` says where each bucket's rows lie. A worker trained with online
-coordination asks for rows by (bucket, positions in that bucket's epoch order): :meth:`BucketIndex.rows`
-maps them to row groups (row group g of a file holds its positions ``[g * row_group_rows, (g + 1) *
-row_group_rows)``: :mod:`storage.manifest`) and reads those through :class:`RowGroupCache`, so a worker holds
-at most ``cache_bytes`` of the index (plus the one row group in use) whatever the index's size.
+coordination asks for rows by takes (bucket, offset, count) of that bucket's ring in the epoch
+(:meth:`BucketIndex.positions`); :meth:`BucketIndex.read` maps their positions to row groups (row group g of
+a file holds its positions ``[g * row_group_rows, (g + 1) * row_group_rows)``: :mod:`storage.manifest`) and
+reads those through :class:`RowGroupCache`, so a worker holds at most ``cache_bytes`` of the index (plus the
+one row group in use) whatever the index's size.
 """
 
 import collections
@@ -95,25 +96,31 @@ class BucketIndex:
         self.bucket_start = self.file_start[np.asarray(m.buckets.file)] + np.asarray(m.buckets.first_row)
         self.row_group_rows = m.row_group_rows
         self.cache = RowGroupCache(shards, shards.shard_files(0), max_bytes=cache_bytes)
-        self._orders: collections.OrderedDict[tuple[int, int], np.ndarray] = collections.OrderedDict()
+        self._rotations: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
 
     @property
     def buckets(self) -> int:
         return len(self.bucket_rows)
 
-    def epoch_order(self, epoch: int, bucket: int) -> np.ndarray:
-        """Bucket ``bucket``'s rows (positions 0..rows-1 in the bucket) in epoch ``epoch``'s order."""
-        key = (epoch, bucket)
-        if key not in self._orders:
-            self._orders[key] = rng_streams.bucket_rows(self.seed, epoch, bucket).permutation(
-                int(self.bucket_rows[bucket]))
-            if len(self._orders) > 4 * self.buckets:
-                self._orders.popitem(last=False)
-        return self._orders[key]
+    def rotation(self, epoch: int) -> np.ndarray:
+        """Per bucket, the row (0..rows-1 in the bucket) epoch ``epoch`` starts reading it at: a bucket is read
+        as a ring in its stored (in-bucket key) order from a seeded per-epoch offset, so a take is contiguous."""
+        if epoch not in self._rotations:
+            self._rotations[epoch] = (rng_streams.bucket_rows(self.seed, epoch, 0).random(self.buckets)
+                                      * self.bucket_rows).astype(np.int64)
+            if len(self._rotations) > 2:
+                self._rotations.popitem(last=False)
+        return self._rotations[epoch]
 
-    def positions(self, epoch: int, bucket: int, offset: int, count: int) -> np.ndarray:
-        """Positions in the index (int64) of rows ``offset .. offset + count`` of the bucket's epoch order."""
-        return self.bucket_start[bucket] + self.epoch_order(epoch, bucket)[offset:offset + count]
+    def positions(self, epoch: int, takes: list[tuple[int, int, int]]) -> np.ndarray:
+        """Index positions (int64) of the rows of ``takes`` ((bucket, offset, count): rows ``offset ..
+        offset + count`` of the bucket's ring in epoch ``epoch``), in take order."""
+        if not takes:
+            return np.zeros(0, np.int64)
+        bucket, offset, count = (np.asarray(a, np.int64) for a in zip(*takes))
+        within = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+        ring = np.repeat(offset + self.rotation(epoch)[bucket], count) + within
+        return np.repeat(self.bucket_start[bucket], count) + ring % np.repeat(self.bucket_rows[bucket], count)
 
     def read(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows at index ``positions`` (int64, any order), in that order: features (k, d) float32, labels (k,)
@@ -124,8 +131,11 @@ class BucketIndex:
         x = np.empty((len(positions), self.shards.spec.dim), np.float32)
         y = np.empty(len(positions), np.int64)
         src = np.empty(len(positions), np.int64)
-        for f, g in {(int(a), int(b)) for a, b in zip(file, group)}:
-            sel = np.flatnonzero((file == f) & (group == g))
-            gx, gy, gs = self.cache.get(f, g)
+        key = file * (int(group.max(initial=0)) + 1) + group
+        by_key = np.argsort(key, kind="stable")
+        starts = np.flatnonzero(np.diff(key[by_key], prepend=-1))
+        for lo, hi in zip(starts, [*starts[1:], len(by_key)]):
+            sel = by_key[lo:hi]
+            gx, gy, gs = self.cache.get(int(file[sel[0]]), int(group[sel[0]]))
             x[sel], y[sel], src[sel] = gx[row[sel]], gy[row[sel]], gs[row[sel]]
         return x, y, src

@@ -2,9 +2,9 @@
 
 Transport-free, like :mod:`train.rules`: the parameter-server process answers :meth:`Coordinator.draw` over
 RPC, the simulator in-process. Per epoch the coordinator keeps, per bucket, how many of its rows are used;
-each bucket's rows are taken in that epoch's seeded order (:meth:`storage.index.BucketIndex.epoch_order`),
+each bucket is read as a ring from a seeded per-epoch offset (:meth:`storage.index.BucketIndex.positions`),
 so a draw is a list of *takes* ``(bucket, offset, count)``: rows ``offset .. offset + count`` of the bucket's
-order. Messages are ints only, never row data.
+ring. Messages are ints only, never row data.
 
 At local step ``s`` of an epoch, the first worker to ask *leads*: it takes ``batch_size`` rows uniformly
 without replacement from the rows not yet used this epoch (a multivariate hypergeometric draw of counts per

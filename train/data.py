@@ -69,10 +69,14 @@ class OnlineStream:
         step = 0
         while True:
             planned = yield Draw(epoch, step, self.ahead)
-            for takes in planned:
-                positions = np.concatenate([self.index.positions(epoch, b, o, c) for b, o, c in takes])
-                x, y, _ = self.index.read(positions)
-                yield torch.from_numpy(x), torch.from_numpy(y)
+            if not planned:
+                return
+            # one read for the whole window: its steps share row groups
+            per_step = [self.index.positions(epoch, takes) for takes in planned]
+            x, y, _ = self.index.read(np.concatenate(per_step))
+            bounds = np.cumsum([0] + [len(p) for p in per_step])
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
+                yield torch.from_numpy(x[lo:hi]), torch.from_numpy(y[lo:hi])
             step += len(planned)
             if len(planned) < self.ahead:
                 return

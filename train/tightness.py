@@ -82,8 +82,7 @@ def online(sampled: Iterable, index: ShardSet, *, seed: int) -> Measured:
                       "spills": step.spills})
         per_worker = []
         for _, takes in sorted(step.takes.items()):
-            positions = np.concatenate([reader.positions(step.epoch, b, o, c) for b, o, c in takes])
-            per_worker.append(reader.read(positions)[0])
+            per_worker.append(reader.read(reader.positions(step.epoch, takes))[0])
         batches.append(per_worker)
     overall, per_step = ratio(batches, seed=seed)
     for row, t in zip(steps, per_step):

@@ -43,7 +43,7 @@ def test_buckets_that_cross_part_files_are_read_whole(tmp_path, dask_address):
     x, y, rows = index.read_shard(0)
     reader = BucketIndex(index, cache_bytes=1 << 20, seed=0)
     for b, n in enumerate(manifest.buckets.rows):
-        got = reader.read(reader.positions(0, b, 0, n))
+        got = reader.read(reader.positions(0, [(b, 0, n)]))
         start = int(reader.bucket_start[b])
         want = np.sort(rows[start:start + n])
         np.testing.assert_array_equal(np.sort(got[2]), want)

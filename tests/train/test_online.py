@@ -36,7 +36,7 @@ def test_every_training_row_is_used_exactly_once_per_epoch(workers, digits_index
                 drawn = coord.draw(k, epoch, step[k], int(speeds[k]))
                 step[k] += len(drawn)
                 for takes in drawn:
-                    used.append(reader.read(np.concatenate([reader.positions(epoch, *t) for t in takes]))[2])
+                    used.append(reader.read(reader.positions(epoch, takes))[2])
                 if len(drawn) < speeds[k]:
                     live.discard(k)
         rows = np.concatenate(used)
