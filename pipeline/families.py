@@ -9,8 +9,12 @@ Families:
 - ``lsh``: random hyperplanes through the sample mean (the data-independent baseline);
 - ``pca``: top principal directions, thresholds at the sample medians (in the spirit of DLSH);
 - ``itq``: PCA followed by the ITQ rotation (Gong & Lazebnik), thresholds at zero;
-- ``kmeans``: FAISS k-means cells, assigned with an HNSW quantizer when cells are many, cells ranked
-  along a nearest-neighbour tour of their centroids.
+- ``kmeans``: FAISS k-means cells ranked along a nearest-neighbour tour of their centroids. From
+  ``TWO_LEVEL_MIN_CELLS`` cells on, a two-level quantizer: about √K coarse cells, then fine cells fitted
+  inside each on that coarse cell's sample rows, then a few joint Lloyd steps over all fine cells. A row is
+  assigned to the nearest fine cell of its 2 nearest coarse cells, about 3√K distances instead of K;
+  the locality order follows the tree (coarse cells along their tour, the fine cells of each along theirs).
+  Fewer cells (``--size``) are assigned flat.
 Sign families rank codes by their Gray-code position, so adjacent ranks differ in one bit.
 
 Parameters are saved as ``family.json`` + ``family.npz`` (never pickle) and round-trip exactly.
@@ -31,6 +35,9 @@ FAMILIES = ("lsh", "pca", "itq", "kmeans")
 FLAT_ASSIGN_MAX_CELLS = 16_384
 MAX_BITS = 24
 MAX_CELLS = 1024  # default cap; --size goes up to any count (the reference measured 4096)
+TWO_LEVEL_MIN_CELLS = 1024  # below, flat assignment is as fast (measured at d = 32 and 64)
+PROBES = 2  # coarse cells searched per row by the two-level quantizer
+REFINE_ITERATIONS = 4  # joint Lloyd steps over the fine cells after the per-coarse-cell fits
 
 
 def default_size(family: str, *, rows: int, workers: int, sample_rows: int) -> int:
@@ -180,12 +187,11 @@ class KMeansFamily(HashFamily):
 
     @staticmethod
     def _fit(sample, size, seed):
-        d = sample.shape[1]
         cells = max(1, min(size, len(sample)))
-        km = faiss.Kmeans(d, cells, niter=10, seed=rng_streams.faiss_seed(seed), verbose=False, spherical=False)
-        km.train(sample)
-        centroids = km.centroids.astype(np.float32)
         key_dir, key_offset = _top_direction(sample)
+        if cells >= TWO_LEVEL_MIN_CELLS:
+            return {**_fit_two_level(sample, cells, seed, key_dir), "key_dir": key_dir, "key_offset": key_offset}
+        centroids = _kmeans(sample, cells, seed)
         return {"centroids": centroids, "order": _tour(centroids, key_dir), "key_dir": key_dir,
                 "key_offset": key_offset}
 
@@ -207,8 +213,39 @@ class KMeansFamily(HashFamily):
         return self._quantizer
 
     def encode(self, x):
-        _, cell = self._index().search(np.ascontiguousarray(x, dtype=np.float32), 1)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if "coarse" in self.arrays:
+            return self._encode_two_level(x), self.key(x)
+        _, cell = self._index().search(x, 1)
         return cell[:, 0].astype(np.int64), self.key(x)
+
+    def _encode_two_level(self, x):
+        if getattr(self, "_levels", None) is None:
+            coarse, start = self.arrays["coarse"], self.arrays["fine_start"]
+            fine = [faiss.IndexFlatL2(self.dim) for _ in range(len(coarse))]
+            for c, index in enumerate(fine):
+                index.add(self.arrays["centroids"][start[c]:start[c + 1]])
+            top = faiss.IndexFlatL2(self.dim)
+            top.add(coarse)
+            self._levels = (top, fine)
+        top, fine = self._levels
+        # the nearest fine cell among the fine cells of the PROBES nearest coarse cells: a row near a coarse
+        # boundary still finds its nearest fine cell in the neighbouring coarse cell
+        _, parents = top.search(x, min(PROBES, len(fine)))
+        best = np.full(len(x), np.inf, np.float32)
+        cell = np.zeros(len(x), np.int64)
+        for parent in parents.T:
+            by_parent = np.argsort(parent, kind="stable")
+            bounds = np.searchsorted(parent[by_parent], np.arange(len(fine) + 1))
+            for c in range(len(fine)):
+                rows = by_parent[bounds[c]:bounds[c + 1]]
+                if not len(rows):
+                    continue
+                dist, f = fine[c].search(x[rows], 1)
+                better = dist[:, 0] < best[rows]
+                best[rows[better]] = dist[better, 0]
+                cell[rows[better]] = self.arrays["fine_start"][c] + f[better, 0]
+        return cell
 
     def rank(self, bucket):
         rank_of = np.empty(len(self.arrays["order"]), np.int64)
@@ -216,13 +253,87 @@ class KMeansFamily(HashFamily):
         return rank_of[bucket]
 
 
-def _tour(centroids: np.ndarray, start_dir: np.ndarray) -> np.ndarray:
-    """Greedy nearest-neighbour tour over centroids, starting at the lowest along ``start_dir``.
-    Returns cell ids in tour order (int64)."""
+def _kmeans(sample: np.ndarray, cells: int, seed: int) -> np.ndarray:
+    km = faiss.Kmeans(sample.shape[1], cells, niter=10, seed=rng_streams.faiss_seed(seed), verbose=False,
+                      spherical=False)
+    km.train(np.ascontiguousarray(sample, np.float32))
+    return km.centroids.astype(np.float32)
+
+
+def _fit_two_level(sample: np.ndarray, cells: int, seed: int, key_dir: np.ndarray) -> dict[str, np.ndarray]:
+    """About √cells coarse cells; inside each, fine cells in proportion to its sample rows (at least one), fitted
+    on those rows. Fine cell ids are global: coarse cell c owns ``fine_start[c] .. fine_start[c + 1] - 1``.
+    ``order`` walks the coarse tour and, inside each coarse cell, a tour of its fine cells that starts next to
+    where the previous coarse cell's tour ended."""
+    n_coarse = max(2, round(math.sqrt(cells)))
+    coarse = _kmeans(sample, n_coarse, seed)
+    index = faiss.IndexFlatL2(sample.shape[1])
+    index.add(coarse)
+    parent = index.search(np.ascontiguousarray(sample, np.float32), 1)[1][:, 0]
+    members = np.bincount(parent, minlength=n_coarse)
+    share = _apportion(cells, members)
+    fine, start = [], [0]
+    for c in range(n_coarse):
+        rows = sample[parent == c]
+        cents = coarse[c:c + 1] if share[c] == 1 or len(rows) < 2 else _kmeans(rows, int(share[c]), seed + c + 1)
+        fine.append(cents)
+        start.append(start[-1] + len(cents))
+    centroids = np.concatenate(fine)
+    start = np.asarray(start, np.int64)
+    tree = KMeansFamily(dim=sample.shape[1], size=cells, seed=seed,
+                        arrays={"centroids": centroids, "coarse": coarse, "fine_start": start})
+    for _ in range(REFINE_ITERATIONS):  # Lloyd steps over all fine cells at once, assigned through the tree
+        cell = tree._encode_two_level(np.ascontiguousarray(sample, np.float32))
+        by_cell = np.argsort(cell, kind="stable")
+        used, first, counts = np.unique(cell[by_cell], return_index=True, return_counts=True)
+        sums = np.add.reduceat(sample[by_cell].astype(np.float64), first, axis=0)
+        centroids[used] = (sums / counts[:, None]).astype(np.float32)
+        tree._levels = None
+    fine = [centroids[start[c]:start[c + 1]] for c in range(n_coarse)]
+    order, previous = [], None
+    for c in _tour(coarse, key_dir):
+        local = _tour(fine[c], key_dir, start_at=previous)
+        order.extend(start[c] + local)
+        previous = fine[c][local[-1]]
+    return {"centroids": centroids, "order": np.asarray(order, np.int64), "coarse": coarse, "fine_start": start}
+
+
+def _apportion(cells: int, members: np.ndarray) -> np.ndarray:
+    """Fine cells per coarse cell, in proportion to its sample rows (largest remainders), at least one each and
+    never more than its rows: the shares add up to ``cells`` when the rows allow."""
+    quota = cells * members / members.sum()
+    share = np.clip(np.floor(quota).astype(np.int64), 1, np.maximum(1, members))
+    for c in np.argsort(-(quota - np.floor(quota)), kind="stable"):
+        if share.sum() >= cells:
+            break
+        if share[c] < members[c]:
+            share[c] += 1
+    return share
+
+
+def _apportion(cells: int, members: np.ndarray) -> np.ndarray:
+    """Fine cells per coarse cell, in proportion to its sample rows (largest remainders), at least one each and
+    never more than its rows: the shares add up to ``cells`` when the rows allow."""
+    quota = cells * members / members.sum()
+    share = np.clip(np.floor(quota).astype(np.int64), 1, np.maximum(1, members))
+    for c in np.argsort(-(quota - np.floor(quota)), kind="stable"):
+        if share.sum() >= cells:
+            break
+        if share[c] < members[c]:
+            share[c] += 1
+    return share
+
+
+def _tour(centroids: np.ndarray, start_dir: np.ndarray, *, start_at: np.ndarray | None = None) -> np.ndarray:
+    """Greedy nearest-neighbour tour over centroids, starting at the lowest along ``start_dir`` (or at the
+    centroid nearest ``start_at``). Returns cell ids in tour order (int64)."""
     k = len(centroids)
     visited = np.zeros(k, bool)
     order = np.empty(k, np.int64)
-    current = int(np.argmin(centroids @ start_dir))
+    if start_at is None:
+        current = int(np.argmin(centroids @ start_dir))
+    else:
+        current = int(np.argmin(((centroids - start_at) ** 2).sum(1)))
     sq = (centroids.astype(np.float64) ** 2).sum(1)
     for i in range(k):
         order[i] = current

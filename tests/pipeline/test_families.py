@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
+from pipeline import families, quality
 from pipeline.families import FAMILIES, HashFamily, fit_family, gray_rank
+from storage.dataset import open_source
 from tests.conftest import mixture
 
 
@@ -52,9 +54,33 @@ def test_unknown_family_is_named():
 
 
 def test_hnsw_quantizer_agrees_with_flat_assignment(data, monkeypatch):
+    monkeypatch.setattr(families, "TWO_LEVEL_MIN_CELLS", 10**9)  # a flat family of many cells (older builds)
     fam = fit_family("kmeans", data[:8000], size=300, seed=2)
     flat = fam.encode(data)[0]
     monkeypatch.setattr(type(fam), "flat_max_cells", 100)
     hnsw = type(fam)(dim=fam.dim, size=fam.size, seed=fam.seed, arrays=fam.arrays)
     assert type(hnsw._index()).__name__ == "IndexHNSWFlat"
     assert (hnsw.encode(data)[0] == flat).mean() > 0.99
+
+
+def locality_quality(family, x: np.ndarray, *, workers: int = 4) -> tuple[float, float]:
+    """(group tightness of N-groups cut from the locality order, recall@10) of ``family`` on ``x``."""
+    bucket, key = family.encode(x)
+    order = np.lexsort((key, family.rank(bucket)))
+    heads = [x[order[i::workers]][:2000] for i in range(workers)]
+    return quality.group_tightness(heads, x, seed=0), quality.knn_recall(family, x, seed=0)
+
+
+@pytest.mark.parametrize("source, cells", [("demo:blobs", 1024), ("demo:digits", 32)])
+def test_two_level_kmeans_keeps_flat_quality(source, cells, monkeypatch):
+    ds = open_source(source, features=None, label="label")
+    x = np.concatenate([ds.read_arrays(c).features for c in ds.chunks(10**6)])
+    monkeypatch.setattr(families, "TWO_LEVEL_MIN_CELLS", 10**9)
+    flat = fit_family("kmeans", x, size=cells, seed=0)
+    monkeypatch.setattr(families, "TWO_LEVEL_MIN_CELLS", 2)
+    tree = fit_family("kmeans", x, size=cells, seed=0)
+    assert "coarse" in tree.arrays and "coarse" not in flat.arrays
+    assert len(np.unique(tree.encode(x)[0])) >= 0.9 * cells
+    (flat_tight, flat_recall), (tree_tight, tree_recall) = locality_quality(flat, x), locality_quality(tree, x)
+    assert tree_tight <= 1.05 * flat_tight, (tree_tight, flat_tight)
+    assert tree_recall >= 0.95 * flat_recall, (tree_recall, flat_recall)
