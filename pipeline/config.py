@@ -37,9 +37,10 @@ class BuildConfig(BaseModel):
     dask_memory_limit: str = Field("auto", description="LocalCluster memory limit per worker, e.g. '4GiB'")
     dask_dashboard: bool = Field(False, description="serve the LocalCluster's Dask dashboard on a loopback port "
                                  "and log its URL")
-    shuffle_method: Literal["auto", "tasks", "p2p"] = Field(
-        "auto", description="Dask shuffle for the write pass: auto picks tasks (faster) when the data is under a "
-        "quarter of the cluster's memory, else p2p (built for larger-than-memory data)")
+    shuffle_method: Literal["auto", "blocks", "tasks", "p2p"] = Field(
+        "auto", description="Dask shuffle for the write pass: auto picks blocks (numpy blocks between tasks, "
+        "fastest) when the data is under a quarter of the cluster's memory, else p2p (a DataFrame shuffle built "
+        "for larger-than-memory data); tasks is the DataFrame task shuffle")
     rows_per_part: int = Field(1_000_000, ge=1, description="a shard larger than this becomes a folder of parts")
     row_group_rows: int = Field(ROW_GROUP_ROWS, ge=1, description="rows per Parquet row group of the shard files "
                                 "(the unit training reads and reshuffles)")

@@ -1,8 +1,9 @@
 """Write pass: move every row to its place with one Dask shuffle and write the part files.
 
-Each kept row has a destination key (:mod:`pipeline.layout`); ``set_index`` with known divisions puts each
-output part's key range in its own partition (a hash shuffle would not: reference §5), sorted by key, and
-each partition is written to an explicitly named file.
+Each kept row has a destination key (:mod:`pipeline.layout`). Data that fits in cluster memory moves as numpy
+blocks (:mod:`pipeline.blockshuffle`). Otherwise a DataFrame ``set_index`` with known divisions (p2p, or
+tasks) puts each output part's key range in its own partition (a hash shuffle would not: reference §5),
+sorted by key, and each partition is written to an explicitly named file.
 """
 
 import dataclasses
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import resident
+from pipeline.blockshuffle import block_writes
 from pipeline.daskrt import gather_in_order
 from pipeline.layout import DestLayout, Target
 from storage.dataset import Chunk, ChunkArrays, SourceDataset
@@ -68,10 +70,15 @@ def _write_partition(df: pd.DataFrame, target: Target, *, out: str, ds_spec, dim
 
 
 def choose_shuffle(method: str, *, data_bytes: int, client) -> str:
-    """``tasks`` when the data is under a quarter of the cluster's memory (faster here), else ``p2p``."""
+    """``blocks`` (:mod:`pipeline.blockshuffle`) when the data is under a quarter of the cluster's memory
+    (fastest here), else ``p2p``."""
     if method != "auto":
         return method
-    return "tasks" if resident.fits(client, data_bytes) else "p2p"
+    return "blocks" if resident.fits(client, data_bytes) else "p2p"
+
+
+def _finish(target: Target, info: dict) -> WrittenFile:
+    return WrittenFile(target, info["rows"], info["bytes"], info["sha256"])
 
 
 def write_shards(ds: SourceDataset, chunks: list[Chunk], dest: np.ndarray, *, out: Path, workdir: Path,
@@ -82,13 +89,17 @@ def write_shards(ds: SourceDataset, chunks: list[Chunk], dest: np.ndarray, *, ou
     dest_path = workdir / DEST_FILE
     dest.astype(np.int64).tofile(dest_path)
     targets, divisions = layout.targets(rows_per_part=rows_per_part)
+    method = choose_shuffle(shuffle_method, data_bytes=resident.source_bytes(ds), client=client)
+    if method == "blocks":
+        writes = block_writes(ds, chunks, data, dest_path=str(dest_path), targets=targets, out=str(out),
+                              row_group_rows=row_group_rows, finish=_finish)
+        return gather_in_order(client.compute(writes), step="write", progress=progress)
     columns = {name: np.float32 for name in _names(ds.spec.dim)}
     if ds.spec.label:
         columns["label"] = np.int64
     columns.update(source_row=np.int64, dest=np.int64)
     meta = pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
     ddf = dd.from_map(_load_chunk, chunks, data, ds=ds, dest_path=str(dest_path), meta=meta)
-    method = choose_shuffle(shuffle_method, data_bytes=resident.source_bytes(ds), client=client)
     ddf = ddf.set_index("dest", divisions=divisions, sort=True, shuffle_method=method)
     parts = ddf.to_delayed()
     if len(parts) != len(targets):

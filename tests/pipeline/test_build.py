@@ -89,14 +89,16 @@ def test_aligned_groups_are_tighter_than_random(digits_aligned, tmp_path, dask_a
 
 def test_same_seed_gives_identical_files_whatever_the_shuffle(digits_aligned, tmp_path, dask_address,
                                                               monkeypatch):
-    first, _ = digits_aligned  # built with shuffle_method auto (tasks for data this small), source held
+    first, _ = digits_aligned  # built with shuffle_method auto (blocks for data this small), source held
     monkeypatch.setattr(resident, "MEMORY_SHARE", 0.0)  # every pass reads from storage
     again, _ = build(tmp_path, dask_address, workers=4, family="kmeans", order="aligned", seed=5,
                      shuffle_method="p2p", chunk_rows=500)
+    blocks, _ = build(tmp_path, dask_address, "blocks", workers=4, family="kmeans", order="aligned", seed=5,
+                      shuffle_method="blocks", chunk_rows=300)
     monkeypatch.undo()
     other, _ = build(tmp_path, dask_address, "other", workers=4, family="kmeans", order="aligned", seed=6)
     digest = lambda m: [f.sha256 for s in m.shards for f in s.files]  # noqa: E731
-    assert digest(first) == digest(again)
+    assert digest(first) == digest(again) == digest(blocks)
     assert digest(first) != digest(other)
 
 
