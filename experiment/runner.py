@@ -59,7 +59,7 @@ def build_config_for(dataset: Dataset, sharding: str, workers: int, seed: int) -
 def shard_folder(cfg: BuildConfig) -> Path:
     """Cache folder for a shard set, named by the source fingerprint and the build parameters."""
     params = cfg.model_dump(exclude={"out", "overwrite", "dask_address", "dask_workers", "dask_memory_limit",
-                                     "shuffle_method", "source"})
+                                     "dask_cluster", "shuffle_method", "source"})
     key = open_source(cfg.source, label=cfg.label).fingerprint() + json.dumps(params, sort_keys=True)
     return demo.cache_dir() / "shards" / hashlib.sha256(key.encode()).hexdigest()[:20]
 

@@ -55,6 +55,7 @@ from storage.shardset import ShardSet
 log = logging.getLogger("simshard.build")
 WORK = "_work"
 QUALITY_HEAD_ROWS = 512
+SMALL_SOURCE_BYTES = 64 * 2**20
 StepRunner = Callable[..., Any]  # run_step(name, fn, *args) -> fn(*args)
 
 
@@ -347,6 +348,15 @@ def publish(plan: Plan, scanned: Scanned, family_info: FamilyInfo | None, writte
     return manifest
 
 
+def use_processes(config: BuildConfig, ds: SourceDataset) -> bool:
+    """Whether the LocalCluster runs worker processes: ``dask_cluster`` "auto" uses threads for a source of
+    under SMALL_SOURCE_BYTES in memory (about 250k rows of 64 features), where starting processes costs more
+    than the build."""
+    if config.dask_cluster != "auto":
+        return config.dask_cluster == "processes"
+    return resident.source_bytes(ds) >= SMALL_SOURCE_BYTES
+
+
 def build_shards(config: BuildConfig, *, progress: ProgressFn | None = None,
                  run_step: StepRunner = call_step, kind: str = "shards") -> Manifest:
     """Run every step on a Dask client of its own (``config.dask_address`` or a LocalCluster) and return the
@@ -356,7 +366,8 @@ def build_shards(config: BuildConfig, *, progress: ProgressFn | None = None,
     plan = run_step("prepare", prepare, config, kind)
     try:
         with dask_client(config.dask_address, n_workers=config.dask_workers, memory_limit=config.dask_memory_limit,
-                         local_directory=str(plan.work), dashboard=config.dask_dashboard) as client:
+                         local_directory=str(plan.work), dashboard=config.dask_dashboard,
+                         processes=use_processes(config, plan.ds)) as client:
             try:
                 scanned = run_step("scan-and-sample", scan, plan, client, progress)
                 family_info = run_step("fit-family", fit, plan, scanned)

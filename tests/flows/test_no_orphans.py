@@ -57,7 +57,8 @@ def kill_and_assert_no_orphans(proc: subprocess.Popen, *, expect: list[str]) -> 
 def test_a_killed_build_leaves_no_dask_cluster_and_no_prefect_server(tmp_path):
     source = "demo:blobs?rows=300000&dim=32&clusters=16&seed=3"
     demo.materialise(source)  # so that the build itself, not the demo data, is what runs
-    proc = start(["-m", "flows.build_shards", "--source", source, "--out", str(tmp_path / "shards")], tmp_path)
+    proc = start(["-m", "flows.build_shards", "--source", source, "--out", str(tmp_path / "shards"),
+                  "--dask-cluster", "processes"], tmp_path)  # worker processes, as larger sources get
     wait_for_line(proc, "Dask LocalCluster")
     kill_and_assert_no_orphans(proc, expect=["uvicorn", "spawn_main", "flows.reaper"])
 

@@ -167,3 +167,19 @@ def test_source_held_in_cluster_memory_is_released(tmp_path, dask_address):
                 break
             time.sleep(0.1)
         assert held_keys(client) == []
+
+
+def test_a_small_source_builds_on_an_in_process_cluster(tmp_path, caplog):
+    import logging
+
+    from pipeline.build import SMALL_SOURCE_BYTES, use_processes
+    from storage.dataset import open_source
+
+    cfg = BuildConfig(source="demo:digits", out=str(tmp_path / "s"), workers=3)
+    assert not use_processes(cfg, open_source(cfg.source, label="label"))
+    assert use_processes(cfg.model_copy(update={"dask_cluster": "processes"}), open_source(cfg.source))
+    with caplog.at_level(logging.INFO, logger="simshard"):
+        manifest = build_shards(cfg)
+    assert "in-process worker" in caplog.text and SMALL_SOURCE_BYTES > 1797 * 64 * 4
+    rows = np.concatenate([ShardSet(tmp_path / "s").read_shard(i)[2] for i in range(3)])
+    assert len(rows) == len(np.unique(rows)) == sum(manifest.rows_per_shard)
