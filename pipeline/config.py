@@ -8,6 +8,7 @@ from pipeline.deal import ORDERS
 from pipeline.families import FAMILIES
 from storage.dataset import DEFAULT_CHUNK_ROWS
 from storage.manifest import ROW_GROUP_ROWS
+from storage.urls import local_folder
 
 
 class BuildConfig(BaseModel):
@@ -16,7 +17,7 @@ class BuildConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     source: str = Field("demo:digits", description="Parquet file, folder, glob or fsspec URL; or demo:digits, "
-                        "demo:blobs?rows=&dim=&clusters=&seed=")
+                        "demo:blobs?rows=&dim=&clusters=&seed=, demo:mnist1d?rows=&seed=")
     out: str = Field("./shards", description="output folder (local path)")
     workers: int = Field(4, description="number of shards N (one per training worker)")
     family: Literal[FAMILIES] = Field("kmeans", description="hash family")
@@ -55,6 +56,11 @@ class BuildConfig(BaseModel):
         if v < 1:
             raise ValueError(f"--workers must be >= 1 (got {v})")
         return v
+
+    @field_validator("out")
+    @classmethod
+    def _local_out(cls, v: str) -> str:
+        return local_folder(v, flag="--out")
 
     @field_validator("sample_size", "size")
     @classmethod

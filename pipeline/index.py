@@ -8,12 +8,13 @@ into small row groups, plus a :class:`~storage.manifest.BucketTable` saying wher
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.config import BuildConfig
 from pipeline.families import FAMILIES
 from storage.dataset import DEFAULT_CHUNK_ROWS
 from storage.manifest import BucketTable
+from storage.urls import local_folder
 
 # the default family size gives a mean bucket 32 steps' rows of this many workers (128 rows)
 NOMINAL_WORKERS = 4
@@ -26,7 +27,7 @@ class IndexConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     source: str = Field("demo:digits", description="Parquet file, folder, glob or fsspec URL; or demo:digits, "
-                        "demo:blobs?rows=&dim=&clusters=&seed=")
+                        "demo:blobs?rows=&dim=&clusters=&seed=, demo:mnist1d?rows=&seed=")
     out: str = Field("./index", description="output folder (local path)")
     family: Literal[FAMILIES] = Field("kmeans", description="hash family")
     features: list[str] | None = Field(None, description="feature columns (default: all numeric except the label, "
@@ -49,6 +50,11 @@ class IndexConfig(BaseModel):
     row_group_rows: int = Field(INDEX_ROW_GROUP_ROWS, ge=1, description="rows per Parquet row group (the unit a "
                                 "worker's bucket cache reads)")
     chunk_rows: int = Field(DEFAULT_CHUNK_ROWS, ge=1, description="rows per Dask task when reading the source")
+
+    @field_validator("out")
+    @classmethod
+    def _local_out(cls, v: str) -> str:
+        return local_folder(v, flag="--out")
 
     def build_config(self) -> BuildConfig:
         """The build steps' configuration: one output sequence, hashed (validated like build_shards')."""

@@ -4,7 +4,9 @@ import dataclasses
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from storage.urls import local_folder
 
 OPTIMIZERS = ("downpour", "agn", "adag", "dynsgd", "aeasgd", "eamsgd", "averaging", "single")
 # communication window λ by optimizer when --window is not given (dist-keras defaults of the thesis)
@@ -67,6 +69,11 @@ class TrainConfig(BaseModel):
     worker_timeout: float = Field(120.0, gt=0, description="seconds without a message before a worker is "
                                   "declared dead (multi-host runs; the local launcher sees exits at once)")
     overwrite: bool = Field(False, description="replace an existing run folder")
+
+    @field_validator("shards", "index", "out")
+    @classmethod
+    def _local(cls, v: str | None, info) -> str | None:
+        return None if v is None else local_folder(v, flag=f"--{info.field_name}")
 
     @model_validator(mode="after")
     def _one_source(self) -> "TrainConfig":
