@@ -204,7 +204,7 @@ def scan(plan: Plan, client, progress: ProgressFn | None = None) -> Scanned:
 
 
 def _needs_family(config: BuildConfig) -> bool:
-    return config.order in ("aligned", "stratified")
+    return config.order in ("aligned", "stratified", "diverse")
 
 
 def fit(plan: Plan, scanned: Scanned) -> FamilyInfo | None:

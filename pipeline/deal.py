@@ -10,6 +10,10 @@ Orders:
   every shard comes from group k. A final partial group (fewer than N rows) goes last, to shards 0..r-1.
 - ``stratified``: as aligned, then each shard's rows are shuffled independently (alignment destroyed,
   shard composition kept).
+- ``diverse``: aligned's composition (member i of every group goes to shard i), but at every position the N
+  shards hold members of N groups spread evenly along the locality order: shard i's row at position p comes
+  from group ``(σ(p) + i·⌊G/N⌋) mod G`` of the G full groups (σ the seeded group order). The opposite
+  hypothesis: concurrent updates as different as the data allows.
 - ``random``: a seeded IID permutation dealt round-robin.
 - ``contiguous``: source order cut into N consecutive ranges.
 - ``locality`` (build_index only, N = 1): every row in (rank, key, source_row) order, not shuffled.
@@ -22,7 +26,7 @@ import numpy as np
 
 from storage import rng as rng_streams
 
-ORDERS = ("aligned", "stratified", "random", "contiguous")
+ORDERS = ("aligned", "stratified", "diverse", "random", "contiguous")
 INDEX_ORDER = "locality"
 
 
@@ -80,7 +84,7 @@ def deal(*, source_row: np.ndarray, rank: np.ndarray | None, key: np.ndarray | N
     shard = np.full(n, -1, np.int64)
     pos = np.full(n, -1, np.int64)
 
-    if order in ("aligned", "stratified"):
+    if order in ("aligned", "stratified", "diverse"):
         sequence = locality_order(rank=rank, key=key, source_row=source_row)
         group_of = np.arange(n) // workers
         member = np.arange(n) % workers
@@ -89,7 +93,13 @@ def deal(*, source_row: np.ndarray, rank: np.ndarray | None, key: np.ndarray | N
         new_group[full] = full  # the partial group, if any, always last
         in_use = (group_of < full) | keep_partial
         shard[sequence[in_use]] = member[in_use]
-        pos[sequence[in_use]] = new_group[group_of[in_use]]
+        slot = group_of
+        if order == "diverse" and full:
+            # member i of group g sits where aligned puts group g - i·stride: at each position the shards'
+            # groups lie a stride apart in locality order, and each shard still holds one member of every group
+            stride = max(1, full // workers)
+            slot = np.where(group_of < full, (group_of - member * stride) % full, group_of)
+        pos[sequence[in_use]] = new_group[slot[in_use]]
         if order == "stratified":
             for i in range(workers):
                 mine = np.flatnonzero(shard == i)

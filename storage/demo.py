@@ -3,11 +3,15 @@
 ``demo:digits``  scikit-learn's bundled handwritten digits (1,797 x 64, 10 classes, real data).
 ``demo:blobs?rows=..&dim=..&clusters=..&seed=..``  a seeded mixture of overlapping Gaussian clusters,
 written in chunks so that tens of millions of rows never sit in memory.
+``demo:mnist1d?rows=..&seed=..``  MNIST-1D (Greydanus 2020: 40 features, 10 classes), generated locally with
+the ``mnist1d`` package's ``make_dataset`` (its ``get_dataset`` downloads a pickle: not used); rows are rounded
+down to a multiple of 10 (the package makes equal classes). Defaults: 40,000 rows, seed 42 (the package's).
 
 Columns: ``f00``..``fNN`` (float32) and ``label`` (int64).
 """
 
 import os
+import random
 import tempfile
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -20,6 +24,7 @@ from storage import rng as rng_streams
 from storage.errors import InputError
 
 BLOB_DEFAULTS = {"rows": 100_000, "dim": 32, "clusters": 10, "seed": 0}
+MNIST1D_DEFAULTS = {"rows": 40_000, "seed": 42}
 CHUNK_ROWS = 250_000
 
 
@@ -44,18 +49,23 @@ def _publish(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
-def parse_blob_params(query: str) -> dict[str, int]:
-    params = dict(BLOB_DEFAULTS)
+def parse_params(name: str, query: str, defaults: dict[str, int]) -> dict[str, int]:
+    """Integer parameters of ``demo:NAME?query``; :class:`InputError` naming a bad one."""
+    params = dict(defaults)
     for key, value in parse_qsl(query, keep_blank_values=True):
-        if key not in BLOB_DEFAULTS:
-            raise InputError(f"demo:blobs: unknown parameter {key!r}; use rows, dim, clusters, seed")
+        if key not in defaults:
+            raise InputError(f"demo:{name}: unknown parameter {key!r}; use {', '.join(defaults)}")
         try:
             params[key] = int(value)
         except ValueError:
-            raise InputError(f"demo:blobs: parameter {key}={value!r} must be an integer") from None
-    if params["rows"] < 1 or params["dim"] < 1 or params["clusters"] < 1:
-        raise InputError("demo:blobs: rows, dim and clusters must be >= 1")
+            raise InputError(f"demo:{name}: parameter {key}={value!r} must be an integer") from None
+    if any(params[k] < 1 for k in params if k != "seed"):
+        raise InputError(f"demo:{name}: {', '.join(k for k in params if k != 'seed')} must be >= 1")
     return params
+
+
+def parse_blob_params(query: str) -> dict[str, int]:
+    return parse_params("blobs", query, BLOB_DEFAULTS)
 
 
 def blob_centers(dim: int, clusters: int, seed: int) -> np.ndarray:
@@ -87,6 +97,24 @@ def write_digits(path: Path) -> None:
     pq.write_table(_table(x, data.target), path, use_dictionary=["label"])
 
 
+def write_mnist1d(path: Path, *, rows: int, seed: int) -> None:
+    """MNIST-1D from the ``mnist1d`` package's generator. It reseeds numpy's and Python's global generators
+    (``set_seed``): both are restored afterwards, so nothing else in the process sees a changed stream."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples, args.seed = rows, seed
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    try:
+        data = make_dataset(args)
+    finally:
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+    x = np.concatenate([data["x"], data["x_test"]]).astype(np.float32)
+    y = np.concatenate([data["y"], data["y_test"]])
+    pq.write_table(_table(x, y), path, use_dictionary=["label"])
+
+
 def materialise(spec: str) -> Path:
     """Return a local Parquet path for a ``demo:`` spec, writing it into the cache on first use."""
     name, _, query = spec[len("demo:"):].partition("?")
@@ -100,8 +128,13 @@ def materialise(spec: str) -> Path:
         tag = "-".join(f"{k}{params[k]}" for k in sorted(params))
         final = cache_dir() / "demo" / f"blobs-{tag}.parquet"
         writer = lambda p: write_blobs(p, **params)  # noqa: E731
+    elif name == "mnist1d":
+        params = parse_params("mnist1d", query, MNIST1D_DEFAULTS)
+        final = cache_dir() / "demo" / f"mnist1d-rows{params['rows']}-seed{params['seed']}.parquet"
+        writer = lambda p: write_mnist1d(p, **params)  # noqa: E731
     else:
-        raise InputError(f"unknown demo source {spec!r}: use demo:digits or demo:blobs?rows=&dim=&clusters=&seed=")
+        raise InputError(f"unknown demo source {spec!r}: use demo:digits, demo:blobs?rows=&dim=&clusters=&seed= "
+                         "or demo:mnist1d?rows=&seed=")
     if final.exists():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -79,6 +79,11 @@ def simulator_schedule(seed: int) -> np.random.Generator:
     return _gen(seed, 99)
 
 
+def worker_speeds(seed: int) -> np.random.Generator:
+    """The per-worker speeds of the simulator's ``heterogeneous`` schedule."""
+    return _gen(seed, 98)
+
+
 def demo_centres(seed: int) -> np.random.Generator:
     """Cluster centres of ``demo:blobs``."""
     return _gen(seed, 1)

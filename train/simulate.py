@@ -2,10 +2,13 @@
 
 The same rule, worker and parameter-server code as the RPC run, driven by a scheduler instead of a network:
 each turn one worker runs until it has made one commit (one communication window). ``round-robin`` turns
-give every worker staleness n - 1; ``random`` draws the next worker from a seeded uniform distribution.
+give every worker staleness n - 1; ``random`` draws the next worker from a seeded uniform distribution;
+``heterogeneous`` gives each worker a speed drawn once per seed (lognormal, σ = 0.5) and serves the worker
+whose current window ends first in simulated time, so fast workers commit more often and staleness varies
+as it does on a real cluster.
 Time in ``metrics.parquet`` is logical (serving events), so the same seed gives identical metrics bit for bit.
 
-    python -m train.simulate --shards DIR --out RUN [--schedule round-robin|random] [train options]
+    python -m train.simulate --shards DIR --out RUN [--schedule round-robin|random|heterogeneous] [options]
 """
 
 import sys
@@ -21,7 +24,8 @@ from train.config import TrainConfig
 from train.data import Draw
 from train.worker import Average, Commit, Done, Pull, SaveState, Start
 
-SCHEDULES = ("round-robin", "random")
+SCHEDULES = ("round-robin", "random", "heterogeneous")
+SPEED_SIGMA = 0.5
 
 
 def simulate(config: TrainConfig, *, schedule: str = "round-robin", progress=None, plots: bool = True) -> dict:
@@ -36,6 +40,8 @@ def simulate(config: TrainConfig, *, schedule: str = "round-robin", progress=Non
     blocked: dict = {}
     active = list(range(setup.workers))
     rng = rng_streams.simulator_schedule(config.seed)
+    speed = rng_streams.worker_speeds(config.seed).lognormal(0.0, SPEED_SIGMA, setup.workers)
+    finish_at = 1.0 / speed  # simulated time at which each worker's current window ends
     turn = 0
     wall = time.perf_counter()
 
@@ -81,6 +87,9 @@ def simulate(config: TrainConfig, *, schedule: str = "round-robin", progress=Non
             raise RuntimeError("simulation deadlocked: every worker waits on a round that cannot close")
         if schedule == "random":
             k = int(rng.choice(runnable))
+        elif schedule == "heterogeneous":
+            k = min(runnable, key=lambda w: (finish_at[w], w))
+            finish_at[k] += 1.0 / speed[k]
         else:
             k = min(runnable, key=lambda w: (w - turn) % setup.workers)
             turn = k + 1
@@ -93,8 +102,9 @@ def simulate(config: TrainConfig, *, schedule: str = "round-robin", progress=Non
 class SimulateConfig(TrainConfig):
     """The train options plus the staleness schedule."""
 
-    schedule: Literal["round-robin", "random"] = Field("round-robin", description="which worker runs next: "
-                                                       "round-robin (staleness n - 1) or seeded random")
+    schedule: Literal[SCHEDULES] = Field("round-robin", description="which worker runs next: round-robin "
+                                         "(staleness n - 1), seeded random, or heterogeneous (per-worker speeds, "
+                                         "lognormal σ 0.5, drawn once per seed)")
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(**self.model_dump(exclude={"schedule"}, exclude_unset=True))

@@ -85,6 +85,9 @@ def test_aligned_groups_are_tighter_than_random(digits_aligned, tmp_path, dask_a
     assert 0.85 < random.quality["group_tightness"] < 1.15
     assert aligned.quality["knn_recall_at_10"] > 0.5
     assert random.family is None
+    diverse, shards = build(tmp_path, dask_address, "diverse", workers=4, order="diverse", seed=5)
+    assert diverse.quality["group_tightness"] > random.quality["group_tightness"], diverse.quality
+    assert diverse.rows_per_shard == aligned.rows_per_shard and diverse.family is not None
 
 
 def test_same_seed_gives_identical_files_whatever_the_shuffle(digits_aligned, tmp_path, dask_address,

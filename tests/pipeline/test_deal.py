@@ -36,6 +36,22 @@ def test_aligned_rows_k_form_the_groups_of_locality_order():
     assert set(group_of[d.pos == d.groups]) == {d.groups} and d.partial_group == 3
 
 
+def test_diverse_keeps_aligned_composition_and_spreads_each_position():
+    inp = _inputs()
+    aligned = deal(**inp, workers=4, order="aligned", seed=1)
+    diverse = deal(**inp, workers=4, order="diverse", seed=1)
+    sequence = np.lexsort((inp["source_row"], inp["key"], inp["rank"]))
+    group_of = np.empty(len(sequence), np.int64)
+    group_of[sequence] = np.arange(len(sequence)) // 4
+    for i in range(4):  # the same rows per shard: member i of every group
+        assert set(np.flatnonzero(diverse.shard == i)) == set(np.flatnonzero(aligned.shard == i))
+    stride = diverse.groups // 4
+    for k in range(diverse.groups):
+        here = [group_of[(diverse.pos == k) & (diverse.shard == i)][0] for i in range(4)]
+        gaps = {(g - here[0]) % diverse.groups for g in here}
+        assert gaps == {i * stride for i in range(4)}, here  # a stride apart in locality order
+
+
 def test_same_seed_same_deal_other_seed_other_deal():
     a = deal(**_inputs(), workers=4, order="aligned", seed=1)
     b = deal(**_inputs(), workers=4, order="aligned", seed=1)
