@@ -5,9 +5,10 @@ deterministic simulator (a subset also over real RPC to check that the simulator
 sets are cached by fingerprint (source fingerprint + build parameters) and reused across cells and runs.
 The target accuracy of a dataset is ``target_fraction`` x the mean final accuracy of ``single`` on it.
 
-Shardings: ``aligned-<family>`` (aligned order with that hash family), ``stratified``, ``random``,
-``contiguous`` (source order) and ``contiguous-sorted`` (the source sorted by label first, the way data
-often sits in storage).
+Shardings: ``aligned-<family>`` (aligned order with that hash family), ``diverse-<family>`` (aligned's
+composition, concurrent rows far apart), ``stratified``, ``random``, ``contiguous`` (source order),
+``contiguous-sorted`` (the source sorted by label first, the way data often sits in storage) and
+``online-<family>`` (no shards: an index of that family, trained with online coordination).
 """
 
 import hashlib
@@ -27,6 +28,7 @@ from experiment.stats import aggregate
 from pipeline.build import build_shards
 from pipeline.config import BuildConfig
 from pipeline.daskrt import ProgressFn, ordered_map
+from pipeline.index import IndexConfig
 from storage import demo
 from storage.dataset import open_source
 from storage.manifest import read_manifest
@@ -48,10 +50,13 @@ def _sorted_copy(source: str) -> str:
 
 
 def build_config_for(dataset: Dataset, sharding: str, workers: int, seed: int) -> BuildConfig:
+    """The build of a sharding; for ``online-<family>`` the index's (one sequence, built with kind "index")."""
     source = _sorted_copy(dataset.source) if sharding == "contiguous-sorted" else dataset.source
     order, _, family = sharding.partition("-")
     if order == "contiguous":
         family = ""
+    if order == "online":
+        return IndexConfig(source=source, out="-", family=family or "kmeans", seed=seed, label="label").build_config()
     return BuildConfig(source=source, out="-", workers=workers, order=order, family=family or "kmeans",
                        seed=seed, label="label")
 
@@ -64,14 +69,14 @@ def shard_folder(cfg: BuildConfig) -> Path:
     return demo.cache_dir() / "shards" / hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
-def ensure_shards(cfg: BuildConfig, dask_address: str | None) -> Path:
-    folder = shard_folder(cfg)
+def ensure_shards(cfg: BuildConfig, dask_address: str | None, *, kind: str = "shards") -> Path:
+    folder = shard_folder(cfg) if kind == "shards" else shard_folder(cfg).with_name(shard_folder(cfg).name + "-index")
     try:
         read_manifest(folder)
         return folder
     except Exception:  # noqa: BLE001 - missing or stale: rebuild
         shutil.rmtree(folder, ignore_errors=True)
-    build_shards(cfg.model_copy(update={"out": str(folder), "dask_address": dask_address}))
+    build_shards(cfg.model_copy(update={"out": str(folder), "dask_address": dask_address}), kind=kind)
     return folder
 
 
@@ -89,7 +94,8 @@ def run_one(run: dict, *, shards: str, out: str, cfg: ExperimentConfig) -> dict:
     per_epoch = sum(read_manifest(shards).rows_per_shard[:run["workers"]]) / cfg.batch_size / (window or 1)
     if run["optimizer"] == "averaging":
         per_epoch /= run["workers"]
-    tc = TrainConfig(shards=shards, out=out, optimizer=run["optimizer"], epochs=cfg.epochs, seed=run["seed"],
+    data = {"index": shards} if run["sharding"].startswith("online") else {"shards": shards}
+    tc = TrainConfig(**data, out=out, optimizer=run["optimizer"], epochs=cfg.epochs, seed=run["seed"],
                      batch_size=cfg.batch_size, workers=None if single else run["workers"], window=window,
                      lr=DEFAULT_LR[base.resolved_local()] * run["lr_scale"], overwrite=True,
                      eval_every=max(1, round(per_epoch / cfg.evals_per_epoch)))
@@ -97,10 +103,16 @@ def run_one(run: dict, *, shards: str, out: str, cfg: ExperimentConfig) -> dict:
     summary = simulate(tc, schedule=cfg.schedule, plots=False) if run["mode"] == "sim" else launch(tc)
     metrics = pd.read_parquet(Path(out) / "metrics.parquet")
     evals = metrics[metrics.worker == -2][["epoch", "accuracy"]]
+    last_epoch = evals[evals.epoch > evals.epoch.max() - 1].accuracy
     return dict(run, final_accuracy=summary["final_accuracy"], best_accuracy=summary["best_accuracy"],
-                auc=summary["auc"], mean_conflict=summary["mean_conflict"],
-                mean_staleness=summary["mean_staleness"], wall_seconds=time.perf_counter() - start,
-                train_rows=int(per_epoch * cfg.batch_size), curve=evals.to_dict("list"))
+                last_epoch_accuracy=float(last_epoch.mean()), auc=summary["auc"],
+                mean_conflict=summary["mean_conflict"], mean_staleness=summary["mean_staleness"],
+                step_tightness=summary.get("step_tightness"),
+                # an averaging round (one commit record) has every worker take part
+                commits_per_worker=summary["commits"] / (1 if single or run["optimizer"] == "averaging"
+                                                         else run["workers"]),
+                wall_seconds=time.perf_counter() - start, train_rows=int(per_epoch * cfg.batch_size),
+                curve=evals.to_dict("list"))
 
 
 def epochs_to(curve: dict, target: float) -> tuple[float, bool]:
@@ -120,8 +132,9 @@ def run_experiment(cfg: ExperimentConfig, out: Path, *, client, progress: Progre
     folders = {}
     keys = sorted({(r["dataset"], r["sharding"], r["workers"], r["seed"]) for r in runs})
     for key in keys:
+        kind = "index" if key[1].startswith("online") else "shards"
         folders[key] = str(ensure_shards(build_config_for(datasets[key[0]], key[1], max(key[2], min(cfg.workers)),
-                                                          key[3]), client.scheduler.address))
+                                                          key[3]), client.scheduler.address, kind=kind))
         if progress:
             progress("build", len(folders), len(keys))
     jobs = [dict(run=r, shards=folders[(r["dataset"], r["sharding"], r["workers"], r["seed"])],

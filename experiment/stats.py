@@ -1,4 +1,5 @@
-"""Aggregation over seeds: mean and 95 % Student-t interval of per-seed values, and seed-paired ratios.
+"""Aggregation over seeds: mean and 95 % Student-t interval of per-seed values, seed-paired ratios of epochs to
+target, and ratios of run-to-run spread (standard deviation over seeds) with bootstrap intervals.
 
 A run that never reached the target counts as censored at the last epoch it trained (a lower bound), and
 the cell reports how many of its seeds reached the target; it is never dropped as missing.
@@ -25,14 +26,39 @@ def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def std_ratio_ci(values, reference, *, seed: int = 0, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(ratio, low, high): the standard deviation over seeds of ``values`` divided by that of ``reference``
+    (the same seeds, in the same order), with a paired percentile bootstrap interval (seeds resampled
+    together: scipy.stats.bootstrap). nan when fewer than 3 seeds or the reference does not vary."""
+    a, b = np.asarray(values, float), np.asarray(reference, float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if len(a) < 3 or b.std(ddof=1) == 0:
+        return math.nan, math.nan, math.nan
+
+    def ratio(x, y, axis=-1):
+        sy = np.std(y, ddof=1, axis=axis)
+        return np.std(x, ddof=1, axis=axis) / np.where(sy > 0, sy, np.nan)
+
+    res = stats.bootstrap((a, b), ratio, paired=True, vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES,
+                          confidence_level=confidence, method="percentile", random_state=seed)
+    return float(ratio(a, b)), float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 def aggregate(runs: pd.DataFrame, *, keys: list[str], reference: str = "random",
               measures=("epochs_to_target", "final_accuracy", "auc", "mean_conflict", "mean_staleness",
-                        "wall_seconds")) -> pd.DataFrame:
+                        "wall_seconds"), spread=("final_accuracy", "last_epoch_accuracy")) -> pd.DataFrame:
     """One row per cell (``keys`` without ``seed``): per measure its mean/low/high over seeds, the number of
     seeds that reached the target, and the seed-paired ratio of epochs_to_target to the ``reference``
     sharding of the same cell: the geometric mean of the per-seed ratios with its interval (the t-interval of
     the log ratios, exponentiated, so it stays positive). The ratio is left empty (nan) unless both runs of
-    every pair reached the target: a ratio of censored values would mean nothing."""
+    every pair reached the target: a ratio of censored values would mean nothing. For each ``spread`` measure
+    present: its standard deviation over seeds (``<m>_std``) and the ratio to the reference's
+    (``<m>_std_ratio`` with ``_low``/``_high``, :func:`std_ratio_ci`). With ``commits_per_worker`` present,
+    ``min_commits_per_worker`` is the cell's smallest."""
     rows = []
     ref = runs[runs.sharding == reference].set_index([k for k in keys if k != "sharding"] + ["seed"])
     for cell, group in runs.groupby(keys, sort=True, dropna=False):
@@ -48,5 +74,11 @@ def aggregate(runs: pd.DataFrame, *, keys: list[str], reference: str = "random",
             if not (group.reached.all() and paired.reached.fillna(False).astype(bool).all()):
                 ratio = ratio * float("nan")
             row["ratio_to_random"], row["ratio_low"], row["ratio_high"] = np.exp(mean_ci(np.log(ratio)))
+            for m in (m for m in spread if m in group):
+                row[m + "_std"] = float(group[m].std(ddof=1)) if len(group) > 1 else math.nan
+                row[m + "_std_ratio"], row[m + "_std_low"], row[m + "_std_high"] = std_ratio_ci(
+                    group[m].to_numpy(), paired[m].to_numpy())
+        if "commits_per_worker" in group:
+            row["min_commits_per_worker"] = float(group.commits_per_worker.min())
         rows.append(row)
     return pd.DataFrame(rows)

@@ -37,3 +37,22 @@ def test_ratio_is_empty_when_a_run_never_reached_the_target():
         runs[m] = 1.0
     cells = aggregate(runs, keys=["dataset", "sharding"]).set_index("sharding")
     assert math.isnan(cells.loc["aligned", "ratio_to_random"]) and cells.loc["random", "reached"] == 1
+
+
+def test_spread_ratio_is_the_ratio_of_standard_deviations_with_a_bootstrap_interval():
+    rng = np.random.default_rng(0)
+    seeds = 12
+    random_acc = 0.8 + rng.normal(0, 0.03, seeds)
+    aligned_acc = 0.8 + rng.normal(0, 0.005, seeds)  # six times steadier
+    runs = pd.DataFrame({"sharding": ["random"] * seeds + ["aligned"] * seeds, "seed": list(range(seeds)) * 2,
+                         "epochs_to_target": 1.0, "reached": True, "dataset": "d",
+                         "final_accuracy": np.concatenate([random_acc, aligned_acc]),
+                         "commits_per_worker": [150] * seeds + [90] * seeds})
+    for m in ("auc", "mean_conflict", "mean_staleness", "wall_seconds"):
+        runs[m] = 1.0
+    cells = aggregate(runs, keys=["dataset", "sharding"]).set_index("sharding")
+    a = cells.loc["aligned"]
+    assert math.isclose(a.final_accuracy_std_ratio, aligned_acc.std(ddof=1) / random_acc.std(ddof=1))
+    assert a.final_accuracy_std_low < a.final_accuracy_std_ratio < a.final_accuracy_std_high < 1
+    assert cells.loc["random", "final_accuracy_std_ratio"] == 1.0
+    assert a.min_commits_per_worker == 90 and "last_epoch_accuracy_std" not in cells
