@@ -311,19 +311,6 @@ def _apportion(cells: int, members: np.ndarray) -> np.ndarray:
     return share
 
 
-def _apportion(cells: int, members: np.ndarray) -> np.ndarray:
-    """Fine cells per coarse cell, in proportion to its sample rows (largest remainders), at least one each and
-    never more than its rows: the shares add up to ``cells`` when the rows allow."""
-    quota = cells * members / members.sum()
-    share = np.clip(np.floor(quota).astype(np.int64), 1, np.maximum(1, members))
-    for c in np.argsort(-(quota - np.floor(quota)), kind="stable"):
-        if share.sum() >= cells:
-            break
-        if share[c] < members[c]:
-            share[c] += 1
-    return share
-
-
 def _tour(centroids: np.ndarray, start_dir: np.ndarray, *, start_at: np.ndarray | None = None) -> np.ndarray:
     """Greedy nearest-neighbour tour over centroids, starting at the lowest along ``start_dir`` (or at the
     centroid nearest ``start_at``). Returns cell ids in tour order (int64)."""

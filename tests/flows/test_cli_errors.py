@@ -55,30 +55,19 @@ CASES = ["missing source", "empty", "no feature columns", "text feature", "nan",
          "missing label", "existing output", "workers below one", "unknown family"]
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_build_shards_bad_input_is_one_line(case, tmp_path, good, prefect_env):
-    args, fragments = bad_sources(tmp_path, good)[case]
-    out = tmp_path / "out"
-    if "--out" not in args:
-        args = [*args, "--out", out]
-    res = run_module("flows.build_shards", *args, cwd=tmp_path, env=prefect_env)
-    assert_one_error_line(res, *fragments)
-    assert not out.exists() and not list(tmp_path.glob(".out.tmp-*")), "output or staging left behind"
-    assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
-
-
 INDEX_CASES = ["nan", "corrupt file", "existing output"]  # the shared checks; build_shards runs every case
 
 
-@pytest.mark.parametrize("case", INDEX_CASES)
-def test_build_index_bad_input_is_one_line(case, tmp_path, good, prefect_env):
+@pytest.mark.parametrize("module, case", [("flows.build_shards", c) for c in CASES] +
+                         [("flows.build_index", c) for c in INDEX_CASES])
+def test_build_bad_input_is_one_line(module, case, tmp_path, good, prefect_env):
     args, fragments = bad_sources(tmp_path, good)[case]
     out = tmp_path / "out"
     if "--out" not in args:
         args = [*args, "--out", out]
-    res = run_module("flows.build_index", *args, cwd=tmp_path, env=prefect_env)
+    res = run_module(module, *args, cwd=tmp_path, env=prefect_env)
     assert_one_error_line(res, *fragments)
-    assert not out.exists(), "output left behind"
+    assert not out.exists() and not list(tmp_path.glob(".out.tmp-*")), "output or staging left behind"
     assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
 
 
