@@ -12,6 +12,8 @@ import pandas as pd  # noqa: E402
 
 from experiment.stats import mean_ci  # noqa: E402
 
+MIN_COMMITS_PER_WORKER = 100  # below this a cell barely trains asynchronously (issue #16): it is flagged
+
 
 def _fmt(m, lo, hi, digits=2) -> str:
     if m is None or not math.isfinite(m):
@@ -28,17 +30,32 @@ def _epochs(c) -> str:
     return _fmt(c.epochs_to_target, c.epochs_to_target_low, c.epochs_to_target_high)
 
 
+def _commits(c) -> str:
+    """The cell's fewest commits per worker, flagged when under MIN_COMMITS_PER_WORKER (barely asynchronous)."""
+    n = c.get("min_commits_per_worker", math.nan)
+    if not math.isfinite(n):
+        return "–"
+    return f"{n:.0f}" + (f" ⚑ under {MIN_COMMITS_PER_WORKER}" if n < MIN_COMMITS_PER_WORKER else "")
+
+
+def _spread(c) -> str:
+    return _fmt(*(c.get(f"final_accuracy_std_{k}", math.nan) for k in ("ratio", "low", "high")))
+
+
 def markdown_table(cells: pd.DataFrame) -> str:
     """One table row per cell; epochs to target with its 95 % CI and how many seeds reached it."""
     head = ("| mode | dataset | optimizer | workers | lr× | sharding | epochs to target [95% CI] | reached | "
-            "ratio to random [95% CI] | final accuracy [95% CI] | mean conflict (cos) | mean staleness |")
-    lines = [head, "|" + "---|" * 12]
+            "ratio to random [95% CI] | final accuracy [95% CI] | spread of final accuracy: ratio to random "
+            "[bootstrap 95% CI] | commits per worker (min) | mean conflict (cos) | mean staleness |")
+    lines = [head, "|" + "---|" * 14]
     for _, c in cells.iterrows():
         lines.append(
             f"| {c['mode']} | {c.dataset} | {c.optimizer} | {c.workers} | {c.lr_scale:g} | {c.sharding} | "
             f"{_epochs(c)} | "
             f"{c.reached}/{c.seeds} | {_fmt(c.get('ratio_to_random'), c.get('ratio_low'), c.get('ratio_high'))} | "
             f"{_fmt(c.final_accuracy, c.final_accuracy_low, c.final_accuracy_high, 3)} | "
+            f"{_spread(c)} | "
+            f"{_commits(c)} | "
             f"{_fmt(c.mean_conflict, math.nan, math.nan, 3)} | {_fmt(c.mean_staleness, math.nan, math.nan, 1)} |")
     return "\n".join(lines)
 
