@@ -113,7 +113,7 @@ class TrainConfig(BaseModel):
             window = min(self.default_window(), max(1, steps // COMMITS_PER_EPOCH))
             if window < self.default_window():
                 notes.append(f"λ {window} ({self.optimizer}'s default {self.default_window()} capped at a quarter of "
-                             f"the {steps} steps a shard has per epoch)")
+                             f"the {steps} steps a worker has per epoch)")
         epochs = self.epochs
         if epochs is None:
             lo, hi = EPOCH_RANGE

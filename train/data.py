@@ -2,6 +2,7 @@
 every worker and every epoch's reshuffle agree on), plus the validation set and the ``single`` reference's rows.
 """
 
+import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
@@ -45,13 +46,15 @@ class ShardStream:
             yield torch.from_numpy(np.concatenate(pending_x)), torch.from_numpy(np.concatenate(pending_y))
 
 
+@dataclasses.dataclass(frozen=True)
 class Draw:
     """A request an :class:`OnlineStream` yields: the takes (:mod:`train.coordinator`) of local steps
     ``step .. step + steps - 1`` of ``epoch``. Answer: a list of per-step take lists, shorter (possibly
     empty) once the epoch's rows have run out."""
 
-    def __init__(self, epoch: int, step: int, steps: int):
-        self.epoch, self.step, self.steps = epoch, step, steps
+    epoch: int
+    step: int
+    steps: int
 
 
 class OnlineStream:

@@ -103,7 +103,7 @@ def prepare(config: TrainConfig, *, create_out: bool = True) -> Setup:
         per_worker = min(m.rows_per_shard[:workers])
     plan = config.run_length(shard_rows=train_rows if single else per_worker)
     if plan.reason and create_out:
-        log.info("defaults for these shards: %s", plan.reason)
+        log.info("defaults for this data: %s", plan.reason)
     per_epoch = train_rows / config.batch_size / plan.window
     if config.optimizer == "averaging":
         per_epoch /= workers

@@ -9,7 +9,7 @@ from pipeline.build import build_shards
 from pipeline.config import BuildConfig
 from storage.index import BucketIndex
 from storage.shardset import ShardSet
-from tests.train.test_rpc_training import BARS, KillWhen, no_leftover_processes  # noqa: F401
+from tests.train.test_rpc_training import BARS, KillWhen
 from train.config import TrainConfig
 from train.coordinator import Coordinator
 from train.launcher import launch
@@ -82,14 +82,14 @@ def test_an_index_larger_than_the_cache_trains_the_same(blob_index, tmp_path):
     assert small["cache_hit_rate"] < 0.5 < ample["cache_hit_rate"]
 
 
-def test_four_rpc_workers_on_digits_reach_the_agn_bar(digits_index, tmp_path, no_leftover_processes):  # noqa: F811
+def test_four_rpc_workers_on_digits_reach_the_agn_bar(digits_index, tmp_path, no_leftover_processes):
     summary = launch(TrainConfig(index=str(digits_index), out=str(tmp_path / "agn"), workers=4, epochs=10))
     assert summary["best_accuracy"] >= BARS["agn"] and summary["final_accuracy"] >= BARS["agn"] - 0.1, summary
     assert summary["unseen_rows"] == 0 and summary["step_tightness"] < 0.85
     assert summary["cache_hit_rate"] > 0.9
 
 
-def test_a_killed_worker_releases_its_claims(blob_index, tmp_path, no_leftover_processes):  # noqa: F811
+def test_a_killed_worker_releases_its_claims(blob_index, tmp_path, no_leftover_processes):
     kill = KillWhen("worker1", epoch=1.0)
     config = TrainConfig(index=str(blob_index), out=str(tmp_path / "kill"), workers=3, epochs=3, eval_every=20)
     summary = launch(config, on_started=kill.started, on_progress=kill.progress)

@@ -22,20 +22,6 @@ BARS = {"agn": 0.85, "adag": 0.85, "dynsgd": 0.9, "aeasgd": 0.9, "eamsgd": 0.85,
         "downpour": 0.6, "single": 0.93}
 
 
-def children() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True)}
-
-
-@pytest.fixture
-def no_leftover_processes():
-    before = children()
-    yield
-    deadline = time.time() + 10
-    while (left := children() - before) and time.time() < deadline:
-        time.sleep(0.2)
-    assert not left, f"processes left behind: {left}"
-
-
 @pytest.mark.parametrize("optimizer", list(BARS))
 def test_each_optimizer_learns_digits_with_four_workers(optimizer, digits_shards, tmp_path, no_leftover_processes):
     summary = launch(TrainConfig(shards=str(digits_shards), out=str(tmp_path / "run"), optimizer=optimizer,
