@@ -1,5 +1,6 @@
 """build_shards on an existing Dask cluster: a scheduler and two workers started as separate processes."""
 
+import json
 import subprocess
 import sys
 import time
@@ -11,18 +12,30 @@ from pipeline.build import build_shards
 from pipeline.config import BuildConfig
 from storage.shardset import ShardSet
 from tests.conftest import mixture, write_parquet
-from tests.flows.conftest import ROOT, free_port
+from tests.flows.conftest import ROOT
+
+
+def _address_from(scheduler_file, scheduler, log):
+    """The scheduler's address once it has written its file (it picks its own port, so no port can be raced)."""
+    deadline = time.monotonic() + 120
+    while not scheduler_file.exists() or not scheduler_file.read_text().strip():
+        assert scheduler.poll() is None, f"dask scheduler exited: {log.read_text()[-2000:]}"
+        assert time.monotonic() < deadline, f"no scheduler file after 120 s: {log.read_text()[-2000:]}"
+        time.sleep(0.1)
+    return json.loads(scheduler_file.read_text())["address"]
 
 
 def test_build_on_a_separately_started_dask_cluster(tmp_path):
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-dashboard"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    procs += [subprocess.Popen([sys.executable, "-m", "dask", "worker", address, "--nthreads", "1", "--host",
-                                "127.0.0.1", "--no-dashboard", "--memory-limit", "2GiB"], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+    scheduler_file, log = tmp_path / "scheduler.json", tmp_path / "dask.log"
+    out = open(log, "w")
+    procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
+                               "--no-dashboard", "--scheduler-file", str(scheduler_file)], cwd=ROOT, stdout=out,
+                              stderr=subprocess.STDOUT)]
     try:
+        address = _address_from(scheduler_file, procs[0], log)
+        procs += [subprocess.Popen([sys.executable, "-m", "dask", "worker", address, "--nthreads", "1", "--host",
+                                    "127.0.0.1", "--no-dashboard", "--memory-limit", "2GiB"], cwd=ROOT, stdout=out,
+                                   stderr=subprocess.STDOUT) for _ in range(2)]
         with Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=60)
             # 40 row groups, so the reads (and the work that follows the data) spread over both workers
@@ -43,4 +56,4 @@ def test_build_on_a_separately_started_dask_cluster(tmp_path):
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
-        time.sleep(0.5)
+        out.close()

@@ -2,6 +2,7 @@ import pandas as pd
 import pytest
 
 from storage.errors import InputError
+from tests.train.test_rpc_training import BARS
 from train.config import TrainConfig
 from train.simulate import simulate
 
@@ -26,6 +27,15 @@ def test_round_robin_staleness_is_n_minus_one_after_the_first_round(digits_shard
     summary, df = run(digits_shards, tmp_path / "rr", optimizer="agn", window=2)
     commits = df[df.worker >= 0]
     assert (commits.staleness.iloc[4:-4] == 3).all() and summary["mean_staleness"] > 2.5
+
+
+@pytest.mark.parametrize("optimizer", sorted(BARS))
+def test_each_optimizer_learns_digits_in_the_simulator(optimizer, digits_shards, tmp_path):
+    """The bars of the RPC test, reached by every optimizer under the round-robin schedule (staleness n-1)."""
+    summary, df = run(digits_shards, tmp_path / optimizer, optimizer=optimizer, epochs=10)
+    assert summary["best_accuracy"] >= BARS[optimizer], summary
+    assert summary["final_accuracy"] >= BARS[optimizer] - 0.1, summary
+    assert summary["unseen_rows"] == 0 and df.epoch.max() == pytest.approx(10, abs=0.01)
 
 
 def test_single_is_the_one_process_reference(digits_shards, tmp_path):
