@@ -12,6 +12,8 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from storage import urls
+
 # share of the whole run taken by each step, in order: progress moves monotonically through them
 STEP_SPAN = {"scan": (0, 30), "bucket": (30, 55), "write": (55, 95), "train": (0, 100),
              "build": (0, 25), "simulate": (25, 90)}  # the experiment: shard sets, then simulated cells
@@ -54,7 +56,7 @@ def table_artifact(key: str, rows: list[dict], description: str) -> None:
 
 
 def png_markdown(path: Path, title: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode()
+    data = base64.b64encode(urls.folder(path).read_bytes()).decode()
     return f"![{title}](data:image/png;base64,{data})"
 
 

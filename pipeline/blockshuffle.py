@@ -18,12 +18,10 @@ from storage.dataset import Chunk, ChunkArrays, SourceDataset
 from storage.shardset import part_table, write_part
 
 
-def split_chunk(chunk: Chunk, data: ChunkArrays | None, *, ds: SourceDataset, dest_path: str,
+def split_chunk(chunk: Chunk, data: ChunkArrays | None, dest: np.ndarray, *, ds: SourceDataset,
                 firsts: np.ndarray) -> tuple:
-    """The chunk's kept rows as one block per target (``firsts``: each target's first destination key)."""
-    with open(dest_path, "rb") as fh:
-        fh.seek(chunk.offset * 8)
-        dest = np.frombuffer(fh.read(chunk.rows * 8), dtype=np.int64)
+    """The chunk's kept rows as one block per target (``firsts``: each target's first destination key; ``dest``
+    int64 (rows,): each row's destination key, -1 for a dropped row)."""
     data = ds.read_arrays(chunk) if data is None else data
     kept = np.flatnonzero(dest >= 0)
     order = kept[np.argsort(dest[kept], kind="stable")]
@@ -38,7 +36,7 @@ def split_chunk(chunk: Chunk, data: ChunkArrays | None, *, ds: SourceDataset, de
     return tuple(blocks)
 
 
-def write_target(blocks: list[tuple], target: Target, *, out: str, ds: SourceDataset, row_group_rows: int):
+def write_target(blocks: list[tuple], target: Target, *, out: Path, ds: SourceDataset, row_group_rows: int):
     """Put one part file's rows (from every chunk's block) in destination order and write it."""
     dest = np.concatenate([b[0] for b in blocks])
     order = np.argsort(dest, kind="stable")
@@ -46,16 +44,15 @@ def write_target(blocks: list[tuple], target: Target, *, out: str, ds: SourceDat
     labels = None if blocks[0][2] is None else np.concatenate([b[2] for b in blocks])[order]
     source_row = np.concatenate([b[3] for b in blocks])[order]
     table = part_table(feats.T, labels, source_row, ds.spec)  # feats.T: column j is contiguous
-    return write_part(table, Path(out) / target.path, label=ds.spec.label, row_group_rows=row_group_rows)
+    return write_part(table, out / target.path, label=ds.spec.label, row_group_rows=row_group_rows)
 
 
-def block_writes(ds: SourceDataset, chunks: list[Chunk], data: list, *, dest_path: str, targets: list[Target],
-                 out: str, row_group_rows: int, finish) -> list:
+def block_writes(ds: SourceDataset, chunks: list[Chunk], data: list, *, dests: list, targets: list[Target],
+                 out: Path, row_group_rows: int, finish) -> list:
     """Delayed writes, one per target, in target order; ``finish(target, info)`` makes each one's result."""
     firsts = np.asarray([t.first for t in targets], np.int64)
-    split = [dask.delayed(split_chunk, nout=len(targets), pure=False)(c, d, ds=ds, dest_path=dest_path,
-                                                                        firsts=firsts)
-             for c, d in zip(chunks, data)]
+    split = [dask.delayed(split_chunk, nout=len(targets), pure=False)(c, d, k, ds=ds, firsts=firsts)
+             for c, d, k in zip(chunks, data, dests)]
 
     def write(blocks, target):
         return finish(target, write_target(blocks, target, out=out, ds=ds, row_group_rows=row_group_rows))

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +34,7 @@ from pipeline.deal import INDEX_ORDER, deal
 from pipeline.families import HashFamily, default_size, fit_family
 from pipeline.layout import DestLayout
 from pipeline.write import WrittenFile, write_shards
-from storage import commit, faults
+from storage import commit, faults, urls
 from storage.dataset import SourceDataset, features_of, open_source
 from storage.errors import InputError
 from storage.manifest import (
@@ -81,6 +82,10 @@ class Plan:
 
     @property
     def work(self) -> Path:
+        """The driver's scratch folder (the sample, Dask's spill space): inside the prefix for a local output, a
+        local temporary folder for an object store."""
+        if urls.is_remote(self.out):
+            return Path(tempfile.gettempdir()) / f"simshard-build-{self.build_id}"
         return self.staging / WORK
 
 
@@ -113,7 +118,8 @@ class Written:
 
 
 def output_folder(config: BuildConfig) -> Path:
-    return Path(config.out).expanduser().absolute()
+    """``--out`` as a local :class:`Path` or an object-store path carrying ``--storage-options``."""
+    return urls.folder(config.out, storage_options=config.storage_options)
 
 
 def check(config: BuildConfig) -> SourceDataset:
@@ -123,11 +129,12 @@ def check(config: BuildConfig) -> SourceDataset:
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} exists and is not a folder; choose another --out")
     label = config.label
-    ds = open_source(config.source, features=config.features, label=label)
+    options = config.storage_options
+    ds = open_source(config.source, features=config.features, label=label, storage_options=options)
     if label is None and "label" in ds.schema.names and not config.features:
         if pa.types.is_integer(ds.schema.field("label").type):
-            ds = open_source(config.source, features=None, label="label")
-    for root in ds.local_roots():
+            ds = open_source(config.source, features=None, label="label", storage_options=options)
+    for root in ds.local_roots() if not urls.is_remote(out) else ds.remote_roots():
         check_apart(out, root, output_flag="--out", other_flag="--source")
     if out.exists():
         # what a killed build left (no committed version) is simshard's to reuse without --overwrite
@@ -159,9 +166,10 @@ def prepare(config: BuildConfig, kind: str = "shards") -> Plan:
 def discard(plan: Plan) -> None:
     """Remove the build's prefix and lease (call once the Dask cluster whose scratch space it holds has closed).
     When nothing was ever committed, the empty folders the build made go too."""
-    shutil.rmtree(plan.staging, ignore_errors=True)
+    urls.remove_tree(plan.staging)
+    shutil.rmtree(plan.work, ignore_errors=True)
     commit.drop_lease(plan.out, plan.build_id)
-    if commit.versions(plan.out):
+    if commit.versions(plan.out) or urls.is_remote(plan.out):  # an object store has no empty folders to remove
         return
     for folder in [plan.out / name for name in commit.NAMESPACES] + ([plan.out] if plan.made_out else []):
         if folder.is_dir() and not any(folder.iterdir()):
@@ -250,7 +258,7 @@ def _bucket_and_write(plan: Plan, client, family: HashFamily | None, chunks, hel
     kept = dealt.shard >= 0
     dest[rows.source_row[kept]] = layout.keys(dealt.shard[kept], dealt.pos[kept])
     dest[rows.validation_rows] = layout.validation_keys(len(rows.validation_rows))
-    files = write_shards(ds, chunks, dest, out=plan.staging, workdir=plan.work, layout=layout,
+    files = write_shards(ds, chunks, dest, out=plan.staging, layout=layout,
                          rows_per_part=cfg.rows_per_part, row_group_rows=cfg.row_group_rows, client=client,
                          shuffle_method=cfg.shuffle_method, progress=progress, data=data)
     faults.point("after-data")

@@ -1,6 +1,6 @@
 """The build_shards parameters: one pydantic model shared by the CLI, the Prefect flow and the library."""
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -8,7 +8,7 @@ from pipeline.deal import ORDERS
 from pipeline.families import FAMILIES
 from storage.dataset import DEFAULT_CHUNK_ROWS
 from storage.manifest import ROW_GROUP_ROWS
-from storage.urls import local_folder
+from storage.urls import check_backend
 
 
 class BuildConfig(BaseModel):
@@ -18,7 +18,8 @@ class BuildConfig(BaseModel):
 
     source: str = Field("demo:digits", description="Parquet file, folder, glob or fsspec URL; or demo:digits, "
                         "demo:blobs?rows=&dim=&clusters=&seed=, demo:mnist1d?rows=&seed=")
-    out: str = Field("./shards", description="output folder (local path)")
+    out: str = Field("./shards", description="output folder: a local path or an fsspec URL "
+                     "(s3://bucket/prefix, gs://, az://, file://)")
     workers: int = Field(4, description="number of shards N (one per training worker)")
     family: Literal[FAMILIES] = Field("kmeans", description="hash family")
     order: Literal[ORDERS] = Field("aligned", description="dealing order")
@@ -57,10 +58,16 @@ class BuildConfig(BaseModel):
             raise ValueError(f"--workers must be >= 1 (got {v})")
         return v
 
-    @field_validator("out")
+    storage_options: dict[str, Any] | None = Field(
+        None, exclude=True, repr=False, description="fsspec keyword arguments for --source and --out, as JSON "
+        "(e.g. '{\"client_kwargs\": {\"endpoint_url\": \"http://127.0.0.1:9000\"}}'); credentials are best left to "
+        "the backend's environment (AWS_*); never written to the manifest or the logs")
+
+    @field_validator("out", "source")
     @classmethod
-    def _local_out(cls, v: str) -> str:
-        return local_folder(v, flag="--out")
+    def _known_backend(cls, v: str, info) -> str:
+        check_backend(v, flag=f"--{info.field_name}")
+        return v
 
     @field_validator("sample_size", "size")
     @classmethod

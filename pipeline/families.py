@@ -20,6 +20,7 @@ Sign families rank codes by their Gray-code position, so adjacent ranks differ i
 Parameters are saved as ``family.json`` + ``family.npz`` (never pickle) and round-trip exactly.
 """
 
+import io
 import json
 import math
 from pathlib import Path
@@ -28,6 +29,7 @@ import faiss
 import numpy as np
 
 from storage import rng as rng_streams
+from storage import urls
 
 FAMILIES = ("lsh", "pca", "itq", "kmeans")
 # Measured here (FAISS 1.15.1 generic build, one thread, d=64): flat assignment 435k rows/s at 1,024 cells and
@@ -106,16 +108,18 @@ class HashFamily:
         meta = {"family": self.name, "format_version": 1, "dim": self.dim, "size": self.size, "seed": self.seed,
                 "size_means": "cells" if self.name == "kmeans" else "bits", "arrays": sorted(self.arrays)}
         (folder / "family.json").write_text(json.dumps(meta, indent=2))
-        np.savez(folder / "family.npz", **self.arrays)
+        with (folder / "family.npz").open("wb") as fh:  # a file object: the folder may be on an object store
+            np.savez(fh, **self.arrays)
         return {"params": "family.json", "arrays": "family.npz"}
 
     @staticmethod
     def load(folder: Path) -> "HashFamily":
-        meta = json.loads((Path(folder) / "family.json").read_text())
+        folder = urls.folder(folder)
+        meta = json.loads((folder / "family.json").read_text())
         cls = FAMILY_CLASSES.get(meta.get("family"))
         if cls is None:
             raise ValueError(f"{folder}/family.json names unknown family {meta.get('family')!r}")
-        with np.load(Path(folder) / "family.npz", allow_pickle=False) as npz:
+        with (folder / "family.npz").open("rb") as fh, np.load(io.BytesIO(fh.read()), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
         return cls(dim=meta["dim"], size=meta["size"], seed=meta["seed"], arrays=arrays)
 

@@ -17,10 +17,7 @@ from storage.dataset import Chunk, ChunkArrays, SourceDataset
 from storage.shardset import part_table, write_part
 
 
-def _load_chunk(chunk: Chunk, data: ChunkArrays | None, ds: SourceDataset, dest_path: str) -> pd.DataFrame:
-    with open(dest_path, "rb") as fh:
-        fh.seek(chunk.offset * 8)
-        dest = np.frombuffer(fh.read(chunk.rows * 8), dtype=np.int64)
+def _load_chunk(chunk: Chunk, data: ChunkArrays | None, dest: np.ndarray, ds: SourceDataset) -> pd.DataFrame:
     data = ds.read_arrays(chunk) if data is None else data
     keep = dest >= 0
     sel = slice(None) if keep.all() else keep  # a view, not a copy, when every row is kept
@@ -41,26 +38,26 @@ def _names(dim: int) -> list[str]:
     return [f"x{j}" for j in range(dim)]
 
 
-def _write_partition(df: pd.DataFrame, target: Target, *, out: str, ds_spec, dim: int, row_group_rows: int,
+def _write_partition(df: pd.DataFrame, target: Target, *, out: Path, ds_spec, dim: int, row_group_rows: int,
                      finish) -> dict:
     df = df.sort_index()
     # (rows, dim), a view of the frame's block: column-major for the columns layout, so no copy is made
     feats = df[_names(dim)].to_numpy(np.float32)
     labels = df["label"].to_numpy() if "label" in df else None
     table = part_table(feats, labels, df["source_row"].to_numpy(), ds_spec)
-    return finish(target, write_part(table, Path(out) / target.path, label=ds_spec.label,
+    return finish(target, write_part(table, out / target.path, label=ds_spec.label,
                                      row_group_rows=row_group_rows))
 
 
-def frame_writes(ds: SourceDataset, chunks: list[Chunk], data: list, *, dest_path: str, targets: list[Target],
-                 divisions: list[int], method: str, out: str, row_group_rows: int, finish) -> list:
+def frame_writes(ds: SourceDataset, chunks: list[Chunk], data: list, *, dests: list, targets: list[Target],
+                 divisions: list[int], method: str, out: Path, row_group_rows: int, finish) -> list:
     """Delayed writes, one per target, in target order; ``finish(target, info)`` makes each one's result."""
     columns = {name: np.float32 for name in _names(ds.spec.dim)}
     if ds.spec.label:
         columns["label"] = np.int64
     columns.update(source_row=np.int64, dest=np.int64)
     meta = pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
-    ddf = dd.from_map(_load_chunk, chunks, data, ds=ds, dest_path=dest_path, meta=meta)
+    ddf = dd.from_map(_load_chunk, chunks, data, dests, ds=ds, meta=meta)
     ddf = ddf.set_index("dest", divisions=divisions, sort=True, shuffle_method=method)
     parts = ddf.to_delayed()
     if len(parts) != len(targets):

@@ -5,7 +5,7 @@ sequence instead of N shards: every training row in locality order (bucket rank,
 into small row groups, plus a :class:`~storage.manifest.BucketTable` saying where each bucket's rows are.
 """
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -14,7 +14,7 @@ from pipeline.config import BuildConfig
 from pipeline.families import FAMILIES
 from storage.dataset import DEFAULT_CHUNK_ROWS
 from storage.manifest import BucketTable
-from storage.urls import local_folder
+from storage.urls import check_backend
 
 # the default family size gives a mean bucket 32 steps' rows of this many workers (128 rows)
 NOMINAL_WORKERS = 4
@@ -28,7 +28,8 @@ class IndexConfig(BaseModel):
 
     source: str = Field("demo:digits", description="Parquet file, folder, glob or fsspec URL; or demo:digits, "
                         "demo:blobs?rows=&dim=&clusters=&seed=, demo:mnist1d?rows=&seed=")
-    out: str = Field("./index", description="output folder (local path)")
+    out: str = Field("./index", description="output folder: a local path or an fsspec URL "
+                     "(s3://bucket/prefix, gs://, az://, file://)")
     family: Literal[FAMILIES] = Field("kmeans", description="hash family")
     features: list[str] | None = Field(None, description="feature columns (default: all numeric except the label, "
                                        "or the one fixed-size float list column)")
@@ -51,14 +52,21 @@ class IndexConfig(BaseModel):
                                 "worker's bucket cache reads)")
     chunk_rows: int = Field(DEFAULT_CHUNK_ROWS, ge=1, description="rows per Dask task when reading the source")
 
-    @field_validator("out")
+    storage_options: dict[str, Any] | None = Field(
+        None, exclude=True, repr=False, description="fsspec keyword arguments for --source and --out, as JSON "
+        "(e.g. '{\"client_kwargs\": {\"endpoint_url\": \"http://127.0.0.1:9000\"}}'); credentials are best left to "
+        "the backend's environment (AWS_*); never written to the manifest or the logs")
+
+    @field_validator("out", "source")
     @classmethod
-    def _local_out(cls, v: str) -> str:
-        return local_folder(v, flag="--out")
+    def _known_backend(cls, v: str, info) -> str:
+        check_backend(v, flag=f"--{info.field_name}")
+        return v
 
     def build_config(self) -> BuildConfig:
         """The build steps' configuration: one output sequence, hashed (validated like build_shards')."""
-        return BuildConfig(**self.model_dump(), workers=1, order="aligned", remainder="keep")
+        return BuildConfig(**self.model_dump(), storage_options=self.storage_options, workers=1, order="aligned",
+                           remainder="keep")
 
 
 def bucket_table(rank: np.ndarray, file_rows: list[int]) -> BucketTable:

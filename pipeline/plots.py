@@ -1,6 +1,7 @@
 """PNG plots of shard statistics (matplotlib, headless; imported when a plot is made: pyplot costs a third of
 a second to import)."""
 
+import io
 from pathlib import Path
 
 
@@ -28,9 +29,16 @@ def shard_stats_png(manifest, path: Path) -> Path:
     fig.suptitle(f"{manifest.order} / {manifest.family.name if manifest.family else '-'}: group tightness "
                  f"{tight:.3f}" if tight is not None else manifest.order)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    _save(fig, path)
     plt.close(fig)
     return path
+
+
+def _save(fig, path: Path) -> None:
+    """PNG bytes written in one call: ``path`` may be on an object store."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    path.write_bytes(buffer.getvalue())
 
 
 def bucket_sizes_png(manifest, path: Path) -> Path:
@@ -42,6 +50,6 @@ def bucket_sizes_png(manifest, path: Path) -> Path:
     ax.set(title=f"rows per bucket ({len(rows)} buckets, {manifest.family.name})", xlabel="bucket (locality order)",
            ylabel="rows")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    _save(fig, path)
     plt.close(fig)
     return path

@@ -17,8 +17,6 @@ from pipeline.daskrt import gather_in_order
 from pipeline.layout import DestLayout, Target
 from storage.dataset import Chunk, SourceDataset
 
-DEST_FILE = "dest.i64"
-
 
 @dataclasses.dataclass(frozen=True)
 class WrittenFile:
@@ -42,20 +40,22 @@ def _finish(target: Target, info: dict) -> WrittenFile:
     return WrittenFile(target, info["rows"], info["bytes"], info["sha256"])
 
 
-def write_shards(ds: SourceDataset, chunks: list[Chunk], dest: np.ndarray, *, out: Path, workdir: Path,
+def write_shards(ds: SourceDataset, chunks: list[Chunk], dest: np.ndarray, *, out: Path,
                  layout: DestLayout, rows_per_part: int, row_group_rows: int, client,
                  data: list, shuffle_method: str = "auto", progress=None) -> list[WrittenFile]:
-    """Shuffle rows into place and write every part file under ``out``, in key order.
-    ``data``: per chunk, its :class:`ChunkArrays` future when the source is held in memory, else None (read)."""
-    dest_path = workdir / DEST_FILE
-    dest.astype(np.int64).tofile(dest_path)
+    """Shuffle rows into place and write every part file under ``out`` (local or an object store: each task
+    writes its own file, so the workers need no shared disk), in key order. ``dest`` int64 (source rows,): each
+    row's destination key, -1 for a dropped row. ``data``: per chunk, its :class:`ChunkArrays` future when the
+    source is held in memory, else None (read)."""
+    # each chunk's slice of dest goes to the cluster as data of its own (8 bytes a row), not through a file
+    dests = client.scatter([np.ascontiguousarray(dest[c.offset:c.offset + c.rows], np.int64) for c in chunks])
     targets, divisions = layout.targets(rows_per_part=rows_per_part)
     method = choose_shuffle(shuffle_method, data_bytes=resident.source_bytes(ds), client=client)
     if method == "blocks":
-        writes = block_writes(ds, chunks, data, dest_path=str(dest_path), targets=targets, out=str(out),
+        writes = block_writes(ds, chunks, data, dests=dests, targets=targets, out=out,
                               row_group_rows=row_group_rows, finish=_finish)
     else:
         from pipeline.frameshuffle import frame_writes
-        writes = frame_writes(ds, chunks, data, dest_path=str(dest_path), targets=targets, divisions=divisions,
-                              method=method, out=str(out), row_group_rows=row_group_rows, finish=_finish)
+        writes = frame_writes(ds, chunks, data, dests=dests, targets=targets, divisions=divisions,
+                              method=method, out=out, row_group_rows=row_group_rows, finish=_finish)
     return gather_in_order(client.compute(writes), step="write", progress=progress)

@@ -67,6 +67,14 @@ def _base(annotation):
     return annotation, None
 
 
+def _json_object(text: str) -> dict:
+    from storage.urls import parse_storage_options
+    try:
+        return parse_storage_options(text, flag="the value")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _comma_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -98,9 +106,12 @@ def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel], *
             # None defaults are described in the field's text ("default: one per shard", ...)
             suffix = " (required)" if field.is_required() else \
                 "" if field.default is None else f" (default: {field.default})"
-            kw.update(type=_comma_list if origin is list else base, choices=choices, help=text + suffix)
+            kind = _comma_list if origin is list else _json_object if origin is dict else base
+            kw.update(type=kind, choices=choices, help=text + suffix)
             if origin is list:
                 kw["metavar"] = "A,B,..."
+            if origin is dict:
+                kw["metavar"] = "JSON"
         parser.add_argument("--" + name.replace("_", "-"), **kw)
 
 

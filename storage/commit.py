@@ -23,12 +23,12 @@ import dataclasses
 import datetime
 import json
 import os
-import shutil
 import socket
 from pathlib import Path
 
 import psutil
 
+from storage import urls
 from storage.errors import SimshardError
 
 MANIFESTS, DATA, LEASES = "_manifests", "data", "_leases"
@@ -43,15 +43,17 @@ class OutputTaken(SimshardError):
 
 def versions(folder: Path) -> list[int]:
     """Committed manifest versions in ``folder``, ascending."""
+    folder = urls.folder(folder)
+    urls.refresh(folder)
     found = []
-    for path in (Path(folder) / MANIFESTS).glob("*.json"):
+    for path in (folder / MANIFESTS).glob("*.json"):
         if path.stem.isdigit():
             found.append(int(path.stem))
     return sorted(found)
 
 
 def manifest_path(folder: Path, version: int) -> Path:
-    return Path(folder) / MANIFESTS / f"{version:08d}.json"
+    return urls.folder(folder) / MANIFESTS / f"{version:08d}.json"
 
 
 def current(folder: Path) -> Path | None:
@@ -69,12 +71,20 @@ def commit(folder: Path, text: str, *, base: int) -> int:
     """Create version ``base + 1`` holding ``text``, exclusively; raise :class:`OutputTaken` if it exists."""
     version = base + 1
     path = manifest_path(folder, version)
+    taken = OutputTaken(f"output {folder} is taken: another build committed version {version} first; "
+                        "nothing of this build was published")
+    if urls.is_remote(path):
+        try:  # s3fs: a put with If-None-Match: *, which the store refuses (412) when the key exists
+            with path.open("xb") as fh:
+                fh.write(text.encode())
+        except FileExistsError:
+            raise taken from None
+        return version
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
-        raise OutputTaken(f"output {folder} is taken: another build committed version {version} first; "
-                          "nothing of this build was published") from None
+        raise taken from None
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
         fh.flush()
@@ -104,7 +114,7 @@ class Lease:
 def take_lease(folder: Path, build_id: str) -> Lease:
     lease = Lease(build_id, socket.gethostname(), os.getpid(),
                   datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
-    path = Path(folder) / LEASES / f"{build_id}.json"
+    path = urls.folder(folder) / LEASES / f"{build_id}.json"
     for attempt in range(3):  # another build may remove the empty folder between our mkdir and write
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -117,8 +127,10 @@ def take_lease(folder: Path, build_id: str) -> Lease:
 
 
 def drop_lease(folder: Path, build_id: str) -> None:
-    leases = Path(folder) / LEASES
+    leases = urls.folder(folder) / LEASES
     (leases / f"{build_id}.json").unlink(missing_ok=True)
+    if urls.is_remote(leases):  # an object store has no empty folders
+        return
     try:
         leases.rmdir()  # only when no other build holds a lease
     except OSError:
@@ -127,7 +139,7 @@ def drop_lease(folder: Path, build_id: str) -> None:
 
 def _lease(folder: Path, build_id: str) -> Lease | None:
     try:
-        return Lease(**json.loads((Path(folder) / LEASES / f"{build_id}.json").read_text()))
+        return Lease(**json.loads((urls.folder(folder) / LEASES / f"{build_id}.json").read_text()))
     except (OSError, ValueError, TypeError):
         return None
 
@@ -145,7 +157,8 @@ def _listed_prefixes(folder: Path) -> set[str]:
 def collect(folder: Path) -> list[str]:
     """Remove the prefixes (and leases) of builds that are neither committed among the newest versions nor
     alive; returns the build ids removed. Old manifest versions beyond the newest ``KEEP_VERSIONS`` go too."""
-    folder = Path(folder)
+    folder = urls.folder(folder)
+    urls.refresh(folder)
     keep = _listed_prefixes(folder)
     removed = []
     for path in sorted((folder / DATA).glob("*")):
@@ -155,7 +168,7 @@ def collect(folder: Path) -> list[str]:
         if path.name in keep:  # committed; its build died before dropping its lease
             drop_lease(folder, path.name)
             continue
-        shutil.rmtree(path, ignore_errors=True)
+        urls.remove_tree(path)
         drop_lease(folder, path.name)
         removed.append(path.name)
     for path in (folder / LEASES).glob("*.json"):  # a lease whose build died before writing any data

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from storage import demo
+from storage import demo, urls
 from storage.errors import InputError
 
 DEFAULT_CHUNK_ROWS = 131_072
@@ -156,6 +156,12 @@ class SourceDataset:
             return [given]
         return [Path(f) for f in self.files]
 
+    def remote_roots(self) -> list[Path]:
+        """The URL prefix this source reads when it is on an object store (none for local sources)."""
+        if isinstance(self.fs, fsspec.implementations.local.LocalFileSystem):
+            return []
+        return [urls.folder(self.uri.split("*")[0].rstrip("/"))]
+
     def fingerprint(self) -> str:
         """sha256 over file names (relative), sizes, row counts and schema: changes when the data does."""
         h = hashlib.sha256()
@@ -238,14 +244,16 @@ def features_of(table: pa.Table, spec: FeatureSpec) -> np.ndarray:
     return np.ascontiguousarray(feature_columns(table, spec).T)
 
 
-def open_source(source: str, *, features: list[str] | None = None, label: str | None = None) -> SourceDataset:
-    """Resolve ``source`` and read every file's footer (so a corrupt file is named before any work)."""
+def open_source(source: str, *, features: list[str] | None = None, label: str | None = None,
+                storage_options: dict | None = None) -> SourceDataset:
+    """Resolve ``source`` (with fsspec's ``storage_options`` for a URL) and read every file's footer (so a
+    corrupt file is named before any work)."""
     if source.startswith("demo:"):
         path_str = str(demo.materialise(source))
         fs, path = fsspec.core.url_to_fs(path_str)
     else:
         try:
-            fs, path = fsspec.core.url_to_fs(source)
+            fs, path = fsspec.core.url_to_fs(source, **(storage_options or {}) if "://" in source else {})
         except (ValueError, ImportError) as exc:
             raise InputError(f"cannot open source {source!r}: {exc}") from exc
     files = _list_parquet(fs, path, source)

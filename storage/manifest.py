@@ -21,7 +21,7 @@ from typing import Any, Literal
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from storage import commit
+from storage import commit, urls
 from storage.errors import ManifestError
 
 FORMAT = "simshard.shards"
@@ -163,7 +163,7 @@ class Manifest(_Model):
 
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -193,7 +193,7 @@ def read_manifest(folder: str | Path, *, verify_checksums: bool = False) -> Mani
     """Load the newest committed manifest of a shard set, validate it and check its files against the disk
     (exists, size, Parquet row count; sha256 with ``verify_checksums``). Raises :class:`ManifestError` naming
     what is wrong."""
-    folder = Path(folder)
+    folder = urls.folder(folder)
     if not folder.is_dir():
         raise ManifestError(f"shard folder {folder} does not exist; pass the --out of a build_shards run")
     path = commit.current(folder)
@@ -218,7 +218,7 @@ def check_files(folder: Path, manifest: Manifest, *, where: Path, verify_checksu
         if size != entry.bytes:
             raise ManifestError(f"{file} has {size} bytes, the manifest says {entry.bytes}; rebuild the shard set")
         try:
-            rows = pq.ParquetFile(file).metadata.num_rows
+            rows = pq.ParquetFile(urls.open_input(file)).metadata.num_rows
         except Exception as exc:  # noqa: BLE001 - any unreadable footer is the same problem for the user
             raise ManifestError(f"{file} is not a readable Parquet file ({exc}); rebuild the shard set") from exc
         if rows != entry.rows:

@@ -11,7 +11,7 @@ run folder never does so with its shard set.
 import json
 from pathlib import Path
 
-from storage import commit
+from storage import commit, urls
 from storage.errors import InputError
 
 RUN_MARKER = "simshard-run.json"
@@ -99,9 +99,15 @@ def check_replaceable(folder: Path, *, kind: str, flag: str | None = "--overwrit
 
 
 def check_apart(output: Path, other: Path, *, output_flag: str, other_flag: str) -> None:
-    """``output`` must not equal, contain or sit inside ``other`` (both resolved)."""
-    a, b = output.resolve(), other.resolve()
-    if a == b or b.is_relative_to(a) or a.is_relative_to(b):
-        relation = "is" if a == b else "contains" if b.is_relative_to(a) else "is inside"
+    """``output`` must not equal, contain or sit inside ``other`` (both resolved; object-store paths compared as
+    URLs)."""
+    if urls.is_remote(output) or urls.is_remote(other):
+        a, b = str(output).rstrip("/") + "/", str(other).rstrip("/") + "/"
+        same, inside, contains = a == b, a.startswith(b), b.startswith(a)
+    else:
+        a, b = output.resolve(), other.resolve()
+        same, inside, contains = a == b, a.is_relative_to(b), b.is_relative_to(a)
+    if same or inside or contains:
+        relation = "is" if same else "contains" if contains else "is inside"
         raise InputError(f"{output_flag} {output} {relation} {other_flag} {other}; choose an {output_flag} apart "
                          f"from it")

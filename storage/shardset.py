@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage import urls
 from storage.dataset import FeatureSpec, features_of
 from storage.errors import DataError
 from storage.manifest import ROW_GROUP_ROWS, Manifest, check_files, read_manifest
@@ -40,10 +41,18 @@ def part_table(features: np.ndarray, labels: np.ndarray | None, source_row: np.n
 
 
 def write_part(table: pa.Table, path: Path, *, label: str | None, row_group_rows: int = ROW_GROUP_ROWS) -> dict:
-    """Write ``table`` to ``path``; return {rows, bytes, sha256} of the written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path, use_dictionary=[label] if label else False, row_group_size=row_group_rows,
+    """Write ``table`` to ``path`` (local, or an object store: one put); return {rows, bytes, sha256}."""
+    options = dict(use_dictionary=[label] if label else False, row_group_size=row_group_rows,
                    compression="snappy", write_page_checksum=True)
+    if urls.is_remote(path):
+        buffer = pa.BufferOutputStream()
+        pq.write_table(table, buffer, **options)
+        data = memoryview(buffer.getvalue())
+        with path.open("wb") as fh:
+            fh.write(data)
+        return {"rows": table.num_rows, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, **options)
     with open(path, "rb") as fh:  # just written, so read back from the page cache
         digest = hashlib.file_digest(fh, "sha256").hexdigest()
     return {"rows": table.num_rows, "bytes": path.stat().st_size, "sha256": digest}
@@ -62,7 +71,7 @@ def verified(path: Path):
 def open_verified(path: Path) -> pq.ParquetFile:
     """A Parquet file whose every page read is checked against its CRC."""
     with verified(path):
-        return pq.ParquetFile(path, page_checksum_verification=True)
+        return pq.ParquetFile(urls.open_input(path), page_checksum_verification=True)
 
 
 def read_verified(path: Path, row_group: int | None = None, *, columns: list[str] | None = None) -> pa.Table:
@@ -85,10 +94,12 @@ def check_finite(x: np.ndarray, spec: FeatureSpec, path: Path) -> None:
 class ShardSet:
     """A validated shard set. ``manifest`` is its :class:`~storage.manifest.Manifest`."""
 
-    def __init__(self, folder: str | Path, *, verify_checksums: bool = False, manifest: Manifest | None = None):
-        """Open the newest committed shard set in ``folder``; or, given ``manifest`` (a build measuring its own
-        files before it commits them), the files that manifest lists."""
-        self.folder = Path(folder)
+    def __init__(self, folder: str | Path, *, verify_checksums: bool = False, manifest: Manifest | None = None,
+                 storage_options: dict | None = None):
+        """Open the newest committed shard set in ``folder`` (a local path or an fsspec URL, read with
+        ``storage_options``); or, given ``manifest`` (a build measuring its own files before it commits them),
+        the files that manifest lists."""
+        self.folder = urls.folder(folder, storage_options=storage_options)
         if manifest is None:
             manifest = read_manifest(self.folder, verify_checksums=verify_checksums)
         else:
@@ -152,10 +163,10 @@ class Verified:
     bytes: int
 
 
-def verify(folder: str | Path) -> Verified:
+def verify(folder: str | Path, *, storage_options: dict | None = None) -> Verified:
     """Check a shard set completely: the manifest, every file's size, row count and sha256, every page's CRC
     and every feature value (finite). Raises :class:`~storage.errors.ManifestError` or :class:`DataError`."""
-    shards = ShardSet(folder, verify_checksums=True)
+    shards = ShardSet(folder, verify_checksums=True, storage_options=storage_options)
     entries = shards.manifest.all_files()
     for entry in entries:
         path = shards.folder / entry.path

@@ -1,19 +1,120 @@
-"""Where simshard may write and read its own folders: local paths (or ``file://`` URLs) for now.
+"""Where simshard reads and writes: local paths, ``file://`` URLs, and any fsspec URL (``s3://``, ``gs://``, ``az://``).
 
-Sources are read through fsspec (any URL its backends support). The folders simshard makes (shard sets,
-indexes, run folders) are local until object-store output lands (issue #14): a URL such as ``s3://b/x`` is
-refused in one line instead of being taken for a local folder named ``s3:``.
+A folder simshard makes or reads (shard set, index) is a :class:`pathlib.Path` when it is local and a
+:class:`upath.UPath` (fsspec behind a ``pathlib`` interface) otherwise, so the same code writes, lists and
+commits both. A remote path carries its storage options (fsspec keyword arguments: ``--storage-options``)
+with it, including to Dask workers and training ranks. Credentials belong in the backend's usual environment
+(``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``...) or profile; whatever the options hold, simshard writes them
+to no manifest, log or artifact (:func:`redacted` is what may be shown).
 """
 
+import json
+import shutil
+from pathlib import Path
 from urllib.parse import urlparse
+
+import fsspec
+import pyarrow.fs as pafs
+from upath import UPath
+
+SECRET_WORDS = ("key", "secret", "token", "password", "credential", "sas", "signature")
+
+
+def is_url(value: str) -> bool:
+    return "://" in str(value) and urlparse(str(value)).scheme not in ("", "file")
+
+
+def check_backend(value: str, *, flag: str) -> None:
+    """ValueError naming ``flag`` and the package to install when ``value``'s scheme has no fsspec backend."""
+    if not is_url(value):
+        return
+    scheme = urlparse(value).scheme
+    try:
+        fsspec.get_filesystem_class(scheme)
+    except ImportError as exc:
+        package = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs",
+                   "abfss": "adlfs"}.get(scheme, str(exc))
+        raise ValueError(f"{flag} {value}: reading and writing {scheme}:// needs the package {package}; "
+                         f"install it (pip install {package})") from None
+    except ValueError:
+        raise ValueError(f"{flag} {value}: {scheme}:// is no storage fsspec knows; pass a local path or an "
+                         "fsspec URL such as s3://bucket/prefix") from None
+
+
+def folder(value: "str | Path", *, storage_options: dict | None = None) -> Path:
+    """``value`` as a path: a local :class:`Path` (expanded, absolute) or a :class:`UPath` with the options."""
+    if isinstance(value, UPath):
+        return value
+    text = str(value)
+    if is_url(text):
+        return UPath(text.rstrip("/"), **(storage_options or {}))
+    if text.startswith("file://"):
+        text = urlparse(text).path
+    return Path(text).expanduser().absolute()
+
+
+def is_remote(path) -> bool:
+    """True for a path on an object store (a :class:`UPath` that is not local)."""
+    return isinstance(path, UPath) and getattr(path, "protocol", "") not in ("", "file", "local")
+
+
+def remove_tree(path: Path) -> None:
+    """Remove ``path`` and all below it, if it exists (a prefix on an object store)."""
+    if is_remote(path):
+        try:
+            path.fs.rm(path.path, recursive=True)
+        except FileNotFoundError:
+            pass
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def open_input(path: Path):
+    """What pyarrow reads ``path`` from: the local path itself, or a random-access file of the store (pyarrow
+    reads Parquet footers and row groups through it with ranged requests)."""
+    if not is_remote(path):
+        return str(path)
+    return pafs.PyFileSystem(pafs.FSSpecHandler(path.fs)).open_input_file(path.path)
+
+
+def refresh(path: Path) -> None:
+    """Forget fsspec's cached listings below ``path``: another process may have committed since."""
+    if is_remote(path):
+        path.fs.invalidate_cache()
+
+
+def parse_storage_options(text: str | None, *, flag: str = "--storage-options") -> dict:
+    """``--storage-options`` JSON as a dict; ValueError naming ``flag`` when it is not a JSON object."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{flag} is not valid JSON ({exc.msg} at character {exc.pos}); pass an object such "
+                         'as \'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}\'') from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object of fsspec keyword arguments (got {type(value).__name__})")
+    return value
+
+
+def redacted(options: dict | None) -> dict:
+    """``options`` with every value whose key names a secret replaced by ``***``, at any depth."""
+    out = {}
+    for k, v in (options or {}).items():
+        if isinstance(v, dict):
+            out[k] = redacted(v)
+        else:
+            out[k] = "***" if any(w in str(k).lower() for w in SECRET_WORDS) else v
+    return out
 
 
 def local_folder(value: str, *, flag: str) -> str:
-    """``value`` as a local path (a ``file://`` URL's path); ValueError naming ``flag`` for any other URL."""
+    """``value`` as a local path (a ``file://`` URL's path); ValueError naming ``flag`` for any other URL. For the
+    folders that stay local (a training run's ``--out``, the experiment's output)."""
     if "://" not in value:
         return value
     scheme = urlparse(value).scheme
     if scheme == "file":
         return urlparse(value).path
-    raise ValueError(f"{flag} {value}: simshard writes and trains from local folders only (object-store "
-                     f"{scheme}:// folders are not supported yet); pass a local path")
+    raise ValueError(f"{flag} {value}: this folder must be local (run folders are not written to object "
+                     f"stores yet); pass a local path")

@@ -48,6 +48,7 @@ def prefect_env(prefect_server):
     return {"PREFECT_API_URL": PREFECT_API_URL.value()}
 
 
+from tests.s3_fixtures import bucket, s3_server  # noqa: E402,F401  (the moto S3 server)
 from tests.shard_fixtures import (  # noqa: E402,F401  (session fixtures)
     blob_index,
     blob_shards,

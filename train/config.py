@@ -2,11 +2,11 @@
 
 import dataclasses
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from storage.urls import local_folder
+from storage.urls import check_backend, local_folder
 
 OPTIMIZERS = ("downpour", "agn", "adag", "dynsgd", "aeasgd", "eamsgd", "averaging", "single")
 # communication window λ by optimizer when --window is not given (dist-keras defaults of the thesis)
@@ -35,7 +35,8 @@ class RunLength:
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    shards: str = Field("./shards", description="shard folder written by build_shards")
+    shards: str = Field("./shards", description="shard set written by build_shards: a local "
+                        "folder or an fsspec URL")
     index: str | None = Field(None, description="index folder written by build_index: train with online "
                               "coordination instead of pre-split shards")
     cache_mb: float = Field(256.0, gt=0, description="with --index: MiB of index row groups each worker keeps")
@@ -70,10 +71,21 @@ class TrainConfig(BaseModel):
                                   "declared dead (multi-host runs; the local launcher sees exits at once)")
     overwrite: bool = Field(False, description="replace an existing run folder")
 
-    @field_validator("shards", "index", "out")
+    storage_options: dict[str, Any] | None = Field(
+        None, exclude=True, repr=False, description="fsspec keyword arguments for --shards or --index, as JSON; "
+        "credentials are best left to the backend's environment (AWS_*); never written to the run folder or logs")
+
+    @field_validator("shards", "index")
     @classmethod
-    def _local(cls, v: str | None, info) -> str | None:
-        return None if v is None else local_folder(v, flag=f"--{info.field_name}")
+    def _known_backend(cls, v: str | None, info) -> str | None:
+        if v is not None:
+            check_backend(v, flag=f"--{info.field_name}")
+        return v
+
+    @field_validator("out")
+    @classmethod
+    def _local(cls, v: str) -> str:
+        return local_folder(v, flag="--out")
 
     @model_validator(mode="after")
     def _one_source(self) -> "TrainConfig":

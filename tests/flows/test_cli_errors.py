@@ -174,9 +174,9 @@ def test_a_full_disk_is_one_line_naming_the_output(small_disk, tmp_path, prefect
     assert list(small_disk.iterdir()) == [], "the failed build left files on the full disk"
 
 
-@pytest.mark.parametrize("module, flag", [("flows.build_shards", "--out"), ("flows.build_index", "--out"),
-                                          ("flows.train", "--shards"), ("flows.train", "--out")])
-def test_an_object_store_folder_is_refused_not_written_locally(module, flag, tmp_path):
-    res = run_module(module, flag, "s3://data/shards", cwd=tmp_path)
-    assert_one_error_line(res, f"{flag} s3://data/shards", "local folders only", "s3://")
+@pytest.mark.parametrize("module, flag", [("flows.build_shards", "--out"), ("flows.build_index", "--source"),
+                                          ("flows.train", "--shards"), ("flows.train", "--index")])
+def test_a_url_whose_backend_is_not_installed_names_the_package(module, flag, tmp_path):
+    res = run_module(module, flag, "gs://data/shards", cwd=tmp_path)
+    assert_one_error_line(res, f"{flag} gs://data/shards", "needs the package gcsfs", "pip install gcsfs")
     assert not list(tmp_path.iterdir()), "something was written to the working directory"
