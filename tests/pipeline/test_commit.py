@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.build import build_shards
 from pipeline.config import BuildConfig
-from storage import commit
+from storage import commit, urls
 from storage.errors import ManifestError
 from storage.faults import POINTS
 from storage.shardset import ShardSet, verify
@@ -36,13 +36,20 @@ def build_in_a_process(source, out, dask_address, *, env=None, seed=0, overwrite
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.fixture(params=["local", "s3"])
+def out(request, tmp_path):
+    """The output folder: on the local disk, or a prefix on the moto S3 server."""
+    if request.param == "local":
+        return tmp_path / "shards"
+    return urls.folder(f"{request.getfixturevalue('bucket')}/shards")
+
+
 def data_prefixes(out) -> set[str]:
     return {p.name for p in (out / commit.DATA).iterdir()} if (out / commit.DATA).is_dir() else set()
 
 
 @pytest.mark.parametrize("point", POINTS)
-def test_a_build_killed_while_replacing_a_set_never_shows_a_partial_one(point, source, tmp_path, dask_address):
-    out = tmp_path / "shards"
+def test_a_build_killed_while_replacing_a_set_never_shows_a_partial_one(point, source, out, dask_address):
     first = build_shards(BuildConfig(source=str(source), out=str(out), workers=3, family="pca",
                                      dask_address=dask_address))
     proc = build_in_a_process(source, out, dask_address, env={"SIMSHARD_FAULT": point}, seed=1, overwrite=True)
@@ -62,8 +69,7 @@ def test_a_build_killed_while_replacing_a_set_never_shows_a_partial_one(point, s
     assert not list((out / commit.LEASES).glob("*.json"))
 
 
-def test_a_first_build_killed_before_its_commit_leaves_nothing_readable(source, tmp_path, dask_address):
-    out = tmp_path / "shards"
+def test_a_first_build_killed_before_its_commit_leaves_nothing_readable(source, out, dask_address):
     proc = build_in_a_process(source, out, dask_address, env={"SIMSHARD_FAULT": "before-commit"})
     assert proc.wait(120) == -signal.SIGKILL
     with pytest.raises(ManifestError, match="has no committed manifest"):
@@ -73,8 +79,8 @@ def test_a_first_build_killed_before_its_commit_leaves_nothing_readable(source, 
     assert data_prefixes(out) == {rerun.build_id} and commit.versions(out) == [1]
 
 
-def test_of_two_concurrent_builds_exactly_one_commits(source, tmp_path, dask_address, prefect_env):
-    out, hold = tmp_path / "shards", tmp_path / "hold"
+def test_of_two_concurrent_builds_exactly_one_commits(source, out, tmp_path, dask_address, prefect_env):
+    hold = tmp_path / "hold"
     hold.mkdir()
     env = {"SIMSHARD_HOLD": f"before-commit:{hold}", **prefect_env}
     procs = [subprocess.Popen([sys.executable, "-m", "flows.build_shards", "--source", str(source), "--out", str(out),
