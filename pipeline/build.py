@@ -34,7 +34,7 @@ from pipeline.deal import INDEX_ORDER, deal
 from pipeline.families import HashFamily, default_size, fit_family
 from pipeline.layout import DestLayout
 from pipeline.write import WrittenFile, write_shards
-from storage import commit, faults, urls
+from storage import commit, faults, resume, urls
 from storage.dataset import SourceDataset, features_of, open_source
 from storage.errors import InputError
 from storage.manifest import (
@@ -74,6 +74,7 @@ class Plan:
     base: int  # the newest committed version when the build began; it commits base + 1
     made_out: bool  # the output folder did not exist before this build
     kind: str = "shards"  # or "index" (build_index: one sequence in locality order)
+    resumed: bool = False  # this build carries on in the prefix of a killed one (storage.resume)
 
     @property
     def staging(self) -> Path:
@@ -146,18 +147,34 @@ def check(config: BuildConfig) -> SourceDataset:
     return ds
 
 
+# parameters that change how a build runs but not what it writes: a build may resume another's work across them
+RUN_ONLY = {"out", "overwrite", "storage_options", "dask_address", "dask_workers", "dask_cluster",
+            "dask_memory_limit", "dask_dashboard", "shuffle_method"}
+
+
+def resume_key(config: BuildConfig, ds: SourceDataset, kind: str) -> str:
+    return resume.key(identity=ds.identity(), params={"kind": kind, **config.model_dump(exclude=RUN_ONLY)})
+
+
 def prepare(config: BuildConfig, kind: str = "shards") -> Plan:
-    """:func:`check`, then take a lease and create the build's data prefix; clear what killed builds left."""
+    """:func:`check`, then take a lease and create the build's data prefix (or claim the prefix of a killed
+    build with the same source and parameters, to resume it); clear what other killed builds left."""
     ds = check(config)
     out = output_folder(config)
     found = commit.versions(out)
-    plan = Plan(config, ds, out, uuid.uuid4().hex[:8], found[-1] if found else 0, made_out=not out.exists(),
-                kind=kind)
+    key = resume_key(config, ds, kind)
+    resumed = resume.find(out, key)
+    plan = Plan(config, ds, out, resumed or uuid.uuid4().hex[:8], found[-1] if found else 0,
+                made_out=not out.exists(), kind=kind, resumed=resumed is not None)
     commit.take_lease(out, plan.build_id)
-    removed = commit.collect(out)
+    removed = commit.collect(out, claimed=resume.claimed)
     if removed:
         log.info("removed %d prefix(es) that killed or superseded builds left in %s", len(removed), out)
-    plan.work.mkdir(parents=True)
+    if resumed:
+        log.info("resuming build %s, which was killed before it committed: its finished steps are reused", resumed)
+    else:
+        resume.start(plan.staging, plan.build_id, key)
+    plan.work.mkdir(parents=True, exist_ok=True)
     log.info("source %s: %d rows in %d files, %d features (%s), label %s", config.source, ds.num_rows,
              len(ds.files), ds.spec.dim, ds.spec.layout, ds.spec.label)
     return plan
@@ -180,6 +197,11 @@ def scan(plan: Plan, client, progress: ProgressFn | None = None) -> Scanned:
     """Count rows and non-finite values, split validation, draw the sample (saved to the staging folder).
     The source is read into cluster memory for the later passes when it fits (:mod:`pipeline.resident`)."""
     cfg, ds = plan.config, plan.ds
+    record = resume.read_json(plan.staging, "scan.json")
+    if record is not None and resume.read_arrays(plan.staging, "sample.npz") is not None:
+        log.info("scan and sample: reused from the killed run (%d rows, %d sampled)", record["rows"],
+                 record["sample_rows"])
+        return Scanned(**record)
     sample_size = cfg.sample_size or min(100_000, ds.num_rows)
     prob = scan_pass.sample_probability(rows=int(ds.num_rows * (1 - cfg.validation_fraction)),
                                         sample_size=sample_size)
@@ -202,13 +224,19 @@ def scan(plan: Plan, client, progress: ProgressFn | None = None) -> Scanned:
     if train_rows < cfg.workers:
         raise InputError(f"only {train_rows} training rows remain after validation split and NaN drop, fewer "
                          f"than --workers {cfg.workers}")
-    np.savez(plan.work / "sample.npz", x=result.sample_x, rows=result.sample_rows)
+    resume.write_arrays(plan.staging, "sample.npz", x=result.sample_x, rows=result.sample_rows)
     if result.nonfinite_rows:
         log.warning("dropped %d rows with NaN/inf features (%s)", result.nonfinite_rows, result.nonfinite_per_column)
-    return Scanned(rows=result.rows, train_rows=train_rows, validation_rows=result.validation_rows,
-                   nonfinite_rows=result.nonfinite_rows, nonfinite_per_column=result.nonfinite_per_column,
-                   sample_rows=int(len(result.sample_x)), chunks=len(chunks),
-                   label_counts=None if result.label_counts is None else result.label_counts.tolist())
+    scanned = Scanned(rows=result.rows, train_rows=train_rows, validation_rows=result.validation_rows,
+                      nonfinite_rows=result.nonfinite_rows, nonfinite_per_column=result.nonfinite_per_column,
+                      sample_rows=int(len(result.sample_x)), chunks=len(chunks),
+                      label_counts=None if result.label_counts is None else result.label_counts.tolist())
+    resume.write_json(plan.staging, "scan.json", dataclasses.asdict(scanned))
+    return scanned
+
+
+def _sample(plan: Plan) -> np.ndarray:
+    return resume.read_arrays(plan.staging, "sample.npz")["x"]
 
 
 def _needs_family(config: BuildConfig) -> bool:
@@ -220,15 +248,20 @@ def fit(plan: Plan, scanned: Scanned) -> FamilyInfo | None:
     if not _needs_family(plan.config):
         return None
     cfg = plan.config
-    with np.load(plan.work / "sample.npz", allow_pickle=False) as npz:
-        sample = npz["x"]
+    record = resume.read_json(plan.staging, "family.json")
+    if record is not None:
+        log.info("%s family: reused from the killed run", cfg.family)
+        return FamilyInfo(**record)
+    sample = _sample(plan)
     workers = cfg.workers if plan.kind == "shards" else index_build.NOMINAL_WORKERS
     size = cfg.size or default_size(cfg.family, rows=scanned.train_rows, workers=workers, sample_rows=len(sample))
     family = fit_family(cfg.family, sample, size=size, seed=cfg.seed)
     files = family.save(plan.staging / "family")
     log.info("fitted %s family: size %d on %d sample rows", cfg.family, family.size, len(sample))
-    return FamilyInfo(name=cfg.family, size=family.size, params=f"family/{files['params']}",
+    info = FamilyInfo(name=cfg.family, size=family.size, params=f"family/{files['params']}",
                       arrays=f"family/{files['arrays']}")
+    resume.write_json(plan.staging, "family.json", info.model_dump())
+    return info
 
 
 def bucket_and_write(plan: Plan, client, family_info: FamilyInfo | None,
@@ -245,40 +278,59 @@ def bucket_and_write(plan: Plan, client, family_info: FamilyInfo | None,
         resident.release(client, plan.build_id)
 
 
-def _bucket_and_write(plan: Plan, client, family: HashFamily | None, chunks, held, progress) -> dict:
+def _bucket_and_write(plan: Plan, client, family: HashFamily | None, chunks, held, progress) -> Written:
     cfg, ds = plan.config, plan.ds
     data = held or [None] * len(chunks)  # per chunk: its held values, or None to read it
-    parts = ordered_map(client, bucket_pass.bucket_chunk, chunks, data, step="bucket", progress=progress, ds=ds,
-                        family=family, seed=cfg.seed, validation_fraction=cfg.validation_fraction)
-    rows = bucket_pass.concat(parts)
-    dealt = deal(source_row=rows.source_row, rank=rows.rank, key=rows.key, workers=cfg.workers,
-                 order=INDEX_ORDER if plan.kind == "index" else cfg.order, seed=cfg.seed, remainder=cfg.remainder)
-    layout = DestLayout(tuple(dealt.rows_per_shard), len(rows.validation_rows))
-    dest = np.full(ds.num_rows, -1, np.int64)
-    kept = dealt.shard >= 0
-    dest[rows.source_row[kept]] = layout.keys(dealt.shard[kept], dealt.pos[kept])
-    dest[rows.validation_rows] = layout.validation_keys(len(rows.validation_rows))
+    record = resume.read_json(plan.staging, "deal.json")
+    arrays = resume.read_arrays(plan.staging, "dest.npz") if record else None
+    if record is not None and arrays is not None:
+        log.info("bucket codes and deal: reused from the killed run")
+        dest, rank = arrays["dest"], arrays["rank"]
+    else:
+        parts = ordered_map(client, bucket_pass.bucket_chunk, chunks, data, step="bucket", progress=progress, ds=ds,
+                            family=family, seed=cfg.seed, validation_fraction=cfg.validation_fraction)
+        rows = bucket_pass.concat(parts)
+        dealt = deal(source_row=rows.source_row, rank=rows.rank, key=rows.key, workers=cfg.workers,
+                     order=INDEX_ORDER if plan.kind == "index" else cfg.order, seed=cfg.seed,
+                     remainder=cfg.remainder)
+        layout = DestLayout(tuple(dealt.rows_per_shard), len(rows.validation_rows))
+        dest = np.full(ds.num_rows, -1, np.int64)
+        kept = dealt.shard >= 0
+        dest[rows.source_row[kept]] = layout.keys(dealt.shard[kept], dealt.pos[kept])
+        dest[rows.validation_rows] = layout.validation_keys(len(rows.validation_rows))
+        rank = rows.rank
+        record = {"rows_per_shard": [int(n) for n in dealt.rows_per_shard], "groups": int(dealt.groups),
+                  "partial_group": int(dealt.partial_group), "dropped": int(dealt.dropped),
+                  "validation_rows": int(len(rows.validation_rows)),
+                  "expected_rows": int(kept.sum()) + int(len(rows.validation_rows)),
+                  "buckets": quality.bucket_stats(rank, workers=cfg.workers) if family else None}
+        resume.write_arrays(plan.staging, "dest.npz", dest=dest, rank=rank)
+        resume.write_json(plan.staging, "deal.json", record)
+    layout = DestLayout(tuple(record["rows_per_shard"]), record["validation_rows"])
+    done = resume.finished_parts(plan.staging) if plan.resumed else {}
+    if done:
+        log.info("write pass: %d part file(s) reused from the killed run", len(done))
     files = write_shards(ds, chunks, dest, out=plan.staging, layout=layout,
                          rows_per_part=cfg.rows_per_part, row_group_rows=cfg.row_group_rows, client=client,
-                         shuffle_method=cfg.shuffle_method, progress=progress, data=data)
+                         shuffle_method=cfg.shuffle_method, progress=progress, data=data, done=done,
+                         records=plan.staging)
     faults.point("after-data")
     written = sum(f.rows for f in files)
-    expected = int(kept.sum()) + len(rows.validation_rows)
-    if written != expected:
-        raise RuntimeError(f"wrote {written} rows, expected {expected}: the shuffle lost or duplicated rows")
-    bucket_info = quality.bucket_stats(rows.rank, workers=cfg.workers) if family else None
+    if written != record["expected_rows"]:
+        raise RuntimeError(f"wrote {written} rows, expected {record['expected_rows']}: the shuffle lost or "
+                           "duplicated rows")
     table = None
     if plan.kind == "index":
-        table = index_build.bucket_table(rows.rank, [f.rows for f in files if f.target.kind == "shard"])
-    return Written(rows_per_shard=dealt.rows_per_shard, groups=dealt.groups, partial_group=dealt.partial_group,
-                   remainder_rows=dealt.dropped, validation_rows=int(len(rows.validation_rows)), files=files,
-                   buckets=bucket_info, bucket_table=table)
+        table = index_build.bucket_table(rank, [f.rows for f in files if f.target.kind == "shard"])
+    return Written(rows_per_shard=record["rows_per_shard"], groups=record["groups"],
+                   partial_group=record["partial_group"], remainder_rows=record["dropped"],
+                   validation_rows=record["validation_rows"], files=files, buckets=record["buckets"],
+                   bucket_table=table)
 
 
 def _quality(plan: Plan, shards: ShardSet, family_info: FamilyInfo | None, written: Written, label_counts) -> dict:
     cfg = plan.config
-    with np.load(plan.work / "sample.npz", allow_pickle=False) as npz:
-        sample = npz["x"]
+    sample = _sample(plan)
     if plan.kind == "index":
         recall = quality.knn_recall(HashFamily.load(plan.staging / "family"), sample, seed=cfg.seed)
         return {**index_build.quality(written.bucket_table), "knn_recall_at_10": recall}
@@ -342,8 +394,9 @@ def publish(plan: Plan, scanned: Scanned, family_info: FamilyInfo | None, writte
     version = commit.commit(plan.out, manifest.to_json(), base=plan.base)
     faults.point("after-commit")
     try:  # committed: from here on nothing may fail the build (a later build tidies up what this leaves)
+        urls.remove_tree(plan.staging / resume.RESUME)  # committed: nothing is left to resume
         commit.drop_lease(plan.out, plan.build_id)
-        commit.collect(plan.out)
+        commit.collect(plan.out, claimed=resume.claimed)
         remove_legacy(plan.out)  # a format-1 set this build replaced
     except OSError as exc:
         log.warning("committed, but could not tidy %s: %s", plan.out, exc)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import threadpoolctl
 
 from storage import rng as rng_streams
 from storage import urls
@@ -343,6 +344,16 @@ FAMILY_CLASSES: dict[str, type[HashFamily]] = {
 
 
 def fit_family(name: str, sample: np.ndarray, *, size: int, seed: int) -> HashFamily:
+    """Fit family ``name`` on ``sample`` (rows, dim) float32, on one thread: FAISS's and BLAS's reductions
+    round differently with other thread counts (a PCA moved by 4e-7 between a driver with 2 OpenMP threads
+    and one with 1, which moved rows across buckets), and the same seed must give the same shards wherever
+    the driver runs."""
     if name not in FAMILY_CLASSES:
         raise ValueError(f"unknown hash family {name!r}; choose one of {', '.join(FAMILIES)}")
-    return FAMILY_CLASSES[name].fit(sample, size=size, seed=seed)
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        with threadpoolctl.threadpool_limits(1):
+            return FAMILY_CLASSES[name].fit(sample, size=size, seed=seed)
+    finally:
+        faiss.omp_set_num_threads(threads)

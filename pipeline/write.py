@@ -7,6 +7,8 @@ named file.
 """
 
 import dataclasses
+import functools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from pipeline import resident
 from pipeline.blockshuffle import block_writes
 from pipeline.daskrt import gather_in_order
 from pipeline.layout import DestLayout, Target
+from storage import faults, resume
 from storage.dataset import Chunk, SourceDataset
 
 
@@ -36,26 +39,45 @@ def choose_shuffle(method: str, *, data_bytes: int, client) -> str:
     return "blocks" if resident.fits(client, data_bytes) else "p2p"
 
 
-def _finish(target: Target, info: dict) -> WrittenFile:
+def _finish(target: Target, info: dict, *, records: Path | None) -> WrittenFile:
+    """Runs in the writing task, once its file is complete: the file's completion record, then its result."""
+    if records is not None:
+        resume.part_record(records, target.path).parent.mkdir(parents=True, exist_ok=True)
+        resume.part_record(records, target.path).write_text(json.dumps(info))
     return WrittenFile(target, info["rows"], info["bytes"], info["sha256"])
 
 
 def write_shards(ds: SourceDataset, chunks: list[Chunk], dest: np.ndarray, *, out: Path,
                  layout: DestLayout, rows_per_part: int, row_group_rows: int, client,
-                 data: list, shuffle_method: str = "auto", progress=None) -> list[WrittenFile]:
+                 data: list, shuffle_method: str = "auto", progress=None, done: dict[str, dict] | None = None,
+                 records: Path | None = None) -> list[WrittenFile]:
     """Shuffle rows into place and write every part file under ``out`` (local or an object store: each task
     writes its own file, so the workers need no shared disk), in key order. ``dest`` int64 (source rows,): each
     row's destination key, -1 for a dropped row. ``data``: per chunk, its :class:`ChunkArrays` future when the
-    source is held in memory, else None (read)."""
+    source is held in memory, else None (read). ``done``: part files a killed run of this build finished
+    ({path: {rows, bytes, sha256}}), not written again; ``records``: the prefix whose ``_resume/parts/`` gets each
+    new file's completion record (:mod:`storage.resume`)."""
+    done = done or {}
     # each chunk's slice of dest goes to the cluster as data of its own (8 bytes a row), not through a file
     dests = client.scatter([np.ascontiguousarray(dest[c.offset:c.offset + c.rows], np.int64) for c in chunks])
     targets, divisions = layout.targets(rows_per_part=rows_per_part)
+    pending = [t.path not in done for t in targets]
+    if not any(pending):
+        return [_finish(t, done[t.path], records=None) for t in targets]
     method = choose_shuffle(shuffle_method, data_bytes=resident.source_bytes(ds), client=client)
+    finish = functools.partial(_finish, records=records)
     if method == "blocks":
         writes = block_writes(ds, chunks, data, dests=dests, targets=targets, out=out,
-                              row_group_rows=row_group_rows, finish=_finish)
+                              row_group_rows=row_group_rows, finish=finish)
     else:
         from pipeline.frameshuffle import frame_writes
         writes = frame_writes(ds, chunks, data, dests=dests, targets=targets, divisions=divisions,
-                              method=method, out=out, row_group_rows=row_group_rows, finish=_finish)
-    return gather_in_order(client.compute(writes), step="write", progress=progress)
+                              method=method, out=out, row_group_rows=row_group_rows, finish=finish)
+    def progressed(step: str, finished: int, total: int) -> None:
+        faults.part_written(finished)
+        if progress is not None:
+            progress(step, finished, total)
+
+    fresh = iter(gather_in_order(client.compute([w for w, p in zip(writes, pending) if p]), step="write",
+                                 progress=progressed))
+    return [next(fresh) if p else _finish(t, done[t.path], records=None) for t, p in zip(targets, pending)]

@@ -67,28 +67,35 @@ def prefix(build_id: str) -> str:
     return f"{DATA}/{build_id}"
 
 
-def commit(folder: Path, text: str, *, base: int) -> int:
-    """Create version ``base + 1`` holding ``text``, exclusively; raise :class:`OutputTaken` if it exists."""
-    version = base + 1
-    path = manifest_path(folder, version)
-    taken = OutputTaken(f"output {folder} is taken: another build committed version {version} first; "
-                        "nothing of this build was published")
+def create_only(path: Path, text: str) -> bool:
+    """Create ``path`` holding ``text`` unless it exists (then False), atomically against other writers:
+    ``O_CREAT | O_EXCL`` on a local disk, a put with ``If-None-Match: *`` on an object store (s3fs's "x"
+    mode; the store answers 412 when the key exists)."""
     if urls.is_remote(path):
-        try:  # s3fs: a put with If-None-Match: *, which the store refuses (412) when the key exists
+        try:
             with path.open("xb") as fh:
                 fh.write(text.encode())
         except FileExistsError:
-            raise taken from None
-        return version
+            return False
+        return True
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
-        raise taken from None
+        return False
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
+    return True
+
+
+def commit(folder: Path, text: str, *, base: int) -> int:
+    """Create version ``base + 1`` holding ``text``, exclusively; raise :class:`OutputTaken` if it exists."""
+    version = base + 1
+    if not create_only(manifest_path(folder, version), text):
+        raise OutputTaken(f"output {folder} is taken: another build committed version {version} first; "
+                          "nothing of this build was published")
     return version
 
 
@@ -144,6 +151,11 @@ def _lease(folder: Path, build_id: str) -> Lease | None:
         return None
 
 
+def committed_prefixes(folder: Path) -> set[str]:
+    """The build ids of the committed versions kept in ``folder``."""
+    return _listed_prefixes(urls.folder(folder))
+
+
 def _listed_prefixes(folder: Path) -> set[str]:
     keep = set()
     for version in versions(folder)[-KEEP_VERSIONS:]:
@@ -154,16 +166,17 @@ def _listed_prefixes(folder: Path) -> set[str]:
     return keep
 
 
-def collect(folder: Path) -> list[str]:
+def collect(folder: Path, *, claimed=lambda prefix: False) -> list[str]:
     """Remove the prefixes (and leases) of builds that are neither committed among the newest versions nor
-    alive; returns the build ids removed. Old manifest versions beyond the newest ``KEEP_VERSIONS`` go too."""
+    alive; returns the build ids removed. Old manifest versions beyond the newest ``KEEP_VERSIONS`` go too.
+    ``claimed(prefix)``: True for a prefix a live build has claimed to resume (:mod:`storage.resume`)."""
     folder = urls.folder(folder)
     urls.refresh(folder)
     keep = _listed_prefixes(folder)
     removed = []
     for path in sorted((folder / DATA).glob("*")):
         lease = _lease(folder, path.name)
-        if lease is not None and lease.live():
+        if lease is not None and lease.live() or claimed(path):
             continue
         if path.name in keep:  # committed; its build died before dropping its lease
             drop_lease(folder, path.name)

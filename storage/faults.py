@@ -5,6 +5,9 @@ no ``finally``, no ``atexit``), exactly like a machine or an operator killing it
 ``after-data`` (every part file written), ``before-commit`` (quality measured, the manifest not yet
 created), ``after-commit`` (the manifest created, the build's lease and old prefixes not yet cleaned).
 
+``SIMSHARD_FAULT=part-written:<k>`` kills the build once the driver has seen its k-th part file of the write pass
+finish (counted from this run's start), so that a test can kill it part-way through the write pass.
+
 ``SIMSHARD_HOLD=<point>:<folder>`` makes the process wait at ``point`` instead: it creates
 ``<folder>/<pid>.reached`` and goes on once ``<folder>/go`` exists, so that a test can line two builds up at
 the same step (two concurrent commits).
@@ -31,3 +34,9 @@ def point(name: str) -> None:
         deadline = time.monotonic() + HOLD_LIMIT_S
         while not (Path(folder) / "go").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+def part_written(count: int) -> None:
+    """The write pass has finished ``count`` part files in this run."""
+    if os.environ.get("SIMSHARD_FAULT") == f"part-written:{count}":
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -12,6 +12,8 @@ every file's size and row count (:func:`storage.manifest.read_manifest`).
 
 import dataclasses
 import hashlib
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,10 +54,15 @@ def write_part(table: pa.Table, path: Path, *, label: str | None, row_group_rows
             fh.write(data)
         return {"rows": table.num_rows, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path, **options)
-    with open(path, "rb") as fh:  # just written, so read back from the page cache
+    # written under a temporary name and renamed: a killed writer never leaves a half file under the real name,
+    # and a task of a killed build still running beside the build resuming it cannot interleave with it
+    partial = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    pq.write_table(table, partial, **options)
+    with open(partial, "rb") as fh:  # just written, so read back from the page cache
         digest = hashlib.file_digest(fh, "sha256").hexdigest()
-    return {"rows": table.num_rows, "bytes": path.stat().st_size, "sha256": digest}
+    size = partial.stat().st_size
+    os.replace(partial, path)
+    return {"rows": table.num_rows, "bytes": size, "sha256": digest}
 
 
 @contextmanager
