@@ -189,10 +189,11 @@ def parse_manifest(text: str, *, where: Path) -> Manifest:
                             "rebuild the shard set") from exc
 
 
-def read_manifest(folder: str | Path, *, verify_checksums: bool = False) -> Manifest:
+def read_manifest(folder: str | Path, *, verify_checksums: bool = False, only: list[int] | None = None) -> Manifest:
     """Load the newest committed manifest of a shard set, validate it and check its files against the disk
-    (exists, size, Parquet row count; sha256 with ``verify_checksums``). Raises :class:`ManifestError` naming
-    what is wrong."""
+    (exists, size, Parquet row count; sha256 with ``verify_checksums``): all of them, or with ``only`` the
+    files of those shards (a reader of one shard on an object store need not fetch every footer). Raises
+    :class:`ManifestError` naming what is wrong."""
     folder = urls.folder(folder)
     if not folder.is_dir():
         raise ManifestError(f"shard folder {folder} does not exist; pass the --out of a build_shards run")
@@ -204,13 +205,16 @@ def read_manifest(folder: str | Path, *, verify_checksums: bool = False) -> Mani
         raise ManifestError(f"{folder} is not a simshard shard set: it has no committed manifest "
                             f"({commit.MANIFESTS}/*.json; an interrupted build leaves none: run the build again)")
     manifest = parse_manifest(path.read_text(), where=path)
-    check_files(folder, manifest, where=path, verify_checksums=verify_checksums)
+    check_files(folder, manifest, where=path, verify_checksums=verify_checksums, only=only)
     return manifest
 
 
-def check_files(folder: Path, manifest: Manifest, *, where: Path, verify_checksums: bool = False) -> None:
-    """Every file the manifest lists exists under ``folder`` with its recorded size and row count."""
-    for entry in manifest.all_files():
+def check_files(folder: Path, manifest: Manifest, *, where: Path, verify_checksums: bool = False,
+                only: list[int] | None = None) -> None:
+    """Every file the manifest lists (or, with ``only``, those of these shards) exists under ``folder`` with its
+    recorded size and row count."""
+    entries = manifest.all_files() if only is None else [f for i in only for f in manifest.shards[i].files]
+    for entry in entries:
         file = folder / entry.path
         if not file.is_file():
             raise ManifestError(f"{where} lists {entry.path}, which is missing")

@@ -78,7 +78,10 @@ def verified(path: Path):
 def open_verified(path: Path) -> pq.ParquetFile:
     """A Parquet file whose every page read is checked against its CRC."""
     with verified(path):
-        return pq.ParquetFile(urls.open_input(path), page_checksum_verification=True)
+        # pre_buffer: a row group's column chunks in a few coalesced reads, not one request per column (on an
+        # object store each is a round trip)
+        return pq.ParquetFile(urls.open_input(path), page_checksum_verification=True,
+                              pre_buffer=urls.is_remote(path))
 
 
 def read_verified(path: Path, row_group: int | None = None, *, columns: list[str] | None = None) -> pa.Table:
@@ -102,13 +105,13 @@ class ShardSet:
     """A validated shard set. ``manifest`` is its :class:`~storage.manifest.Manifest`."""
 
     def __init__(self, folder: str | Path, *, verify_checksums: bool = False, manifest: Manifest | None = None,
-                 storage_options: dict | None = None):
+                 storage_options: dict | None = None, only: list[int] | None = None):
         """Open the newest committed shard set in ``folder`` (a local path or an fsspec URL, read with
         ``storage_options``); or, given ``manifest`` (a build measuring its own files before it commits them),
-        the files that manifest lists."""
+        the files that manifest lists. ``only``: check just these shards' files (the others are not read)."""
         self.folder = urls.folder(folder, storage_options=storage_options)
         if manifest is None:
-            manifest = read_manifest(self.folder, verify_checksums=verify_checksums)
+            manifest = read_manifest(self.folder, verify_checksums=verify_checksums, only=only)
         else:
             check_files(self.folder, manifest, where=self.folder, verify_checksums=verify_checksums)
         self.manifest = manifest

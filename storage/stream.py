@@ -1,4 +1,4 @@
-"""The order in which a worker reads its shard: queue order, one Parquet row group in memory at a time.
+"""The order in which a worker reads its shard: queue order, a row group at a time (plus a few read ahead).
 
 Every epoch reshuffles with a seed made from (seed, epoch) that is the same on every worker: the order of
 row groups is permuted, then the rows inside each row group, so row k of every shard still meets at the same
@@ -14,15 +14,21 @@ workers (:class:`train.data.ShardStream`) and any PyTorch trainer (:mod:`storage
 order, so they see the same stream.
 """
 
-from collections.abc import Iterator
+import collections
+import itertools
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from storage import rng as rng_streams
+from storage import urls
 from storage.dataset import features_of
 from storage.shardset import ShardSet, check_finite, open_verified, verified
+
+READ_AHEAD_REMOTE = 2
 
 
 class ShardOrder:
@@ -40,7 +46,10 @@ class ShardOrder:
                 self.blocks.append((f, g, start, n))
                 start += n
         self.rows = start
-        self._files: dict[Path, pq.ParquetFile] = {}
+        self._local = threading.local()  # per reading thread: its open files (a ParquetFile is one reader)
+        # row groups read at once ahead of the one in use: one on a local disk; on an object store each read is
+        # a request whose throughput is bounded per connection, so several run side by side
+        self.read_ahead = READ_AHEAD_REMOTE if urls.is_remote(shards.folder) else 1
 
     def __len__(self) -> int:
         return self.rows
@@ -61,10 +70,11 @@ class ShardOrder:
     def read_block(self, b: int) -> tuple[np.ndarray, np.ndarray]:
         """Row group ``b``: features float32 (n, d) and labels int64 (n,), verified."""
         f, g, _, _ = self.blocks[b]
-        if f not in self._files:  # open each file (and parse its footer) once, not once per row group
-            self._files[f] = open_verified(f)
+        files = self._local.__dict__.setdefault("files", {})
+        if f not in files:  # open each file (and parse its footer) once per thread, not once per row group
+            files[f] = open_verified(f)
         with verified(f):
-            table = self._files[f].read_row_group(g)
+            table = files[f].read_row_group(g)
         x = features_of(table, self.shards.spec)
         check_finite(x, self.shards.spec, f)
         label = self.shards.spec.label
@@ -83,3 +93,58 @@ class ShardOrder:
             skip = max(0, start_sample - seen)
             seen += len(perm)
             yield x[perm[skip:]], y[perm[skip:]]
+
+    def batches(self, epoch: int, *, batch_size: int, start_sample: int = 0,
+                keep: Callable[[int], bool] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Epoch ``epoch`` from row ``start_sample`` of its order in batches of ``batch_size`` rows (the last may
+        be short): (features float32 (k, d), labels int64 (k,)). ``keep(b)`` False skips batch b (counted from
+        ``start_sample``), and a row group that holds rows of skipped batches only is not read."""
+        plan, consumed, seen = [], 0, 0  # (block, its rows in the epoch's order or None when not needed)
+        for b, perm in self.epoch_order(epoch):
+            if seen + len(perm) <= start_sample:
+                seen += len(perm)
+                continue
+            rows = perm[max(0, start_sample - seen):]
+            seen += len(perm)
+            wanted = keep is None or any(keep(i) for i in range(consumed // batch_size,
+                                                                (consumed + len(rows) - 1) // batch_size + 1))
+            plan.append((b, rows, wanted))
+            consumed += len(rows)
+        pending_x, pending_y, have, batch = [], [], 0, 0
+        for (_, perm, _), block in zip(plan, self._read_ahead(plan)):
+            if block is not None:
+                x, y = block[0][perm], block[1][perm]
+            rows, offset = len(perm), 0
+            while offset < rows:
+                take = min(batch_size - have, rows - offset)
+                mine = keep is None or keep(batch)
+                if mine:
+                    pending_x.append(x[offset:offset + take])
+                    pending_y.append(y[offset:offset + take])
+                have, offset = have + take, offset + take
+                if have == batch_size:
+                    if mine:
+                        yield _joined(pending_x), _joined(pending_y)
+                    pending_x, pending_y, have, batch = [], [], 0, batch + 1
+        if have and (keep is None or keep(batch)):
+            yield _joined(pending_x), _joined(pending_y)
+
+
+    def _read_ahead(self, plan: list) -> Iterator[tuple[np.ndarray, np.ndarray] | None]:
+        """The wanted blocks of ``plan`` (None for the others), read ``read_ahead`` ahead on threads of their own:
+        the next row groups' I/O overlaps the work on this one."""
+        with ThreadPoolExecutor(max_workers=self.read_ahead) as pool:
+            pending = collections.deque()
+            items = iter(plan)
+            for b, _, wanted in itertools.islice(items, self.read_ahead + 1):
+                pending.append(pool.submit(self.read_block, b) if wanted else None)
+            while pending:
+                head = pending.popleft()
+                following = next(items, None)
+                if following is not None:
+                    pending.append(pool.submit(self.read_block, following[0]) if following[2] else None)
+                yield None if head is None else head.result()
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)

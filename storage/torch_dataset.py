@@ -1,14 +1,17 @@
 """simshard's shards for any PyTorch trainer: a ``torch.utils.data.IterableDataset`` for one rank.
 
-``AlignedShards(folder, batch_size=B)`` yields rank ``r``'s shard as (features float32 (d,), label int64) rows
-in exactly the order simshard's own workers train on it (:mod:`storage.stream`): row k of every rank's stream
-comes from the same group of similar rows, and every epoch reshuffles the same way on every rank. Rank and
-world size come from the arguments or from torchrun's ``RANK`` / ``WORLD_SIZE``; rank r reads shard r.
+``AlignedShards(folder, batch_size=B)`` yields rank ``r``'s shard as batches (features float32 (B, d), labels
+int64 (B,); the epoch's last batch may be shorter) in exactly the order simshard's own workers train on it
+(:mod:`storage.stream`): row k of every rank's stream comes from the same group of similar rows, and every
+epoch reshuffles the same way on every rank. ``folder`` is a local path or an fsspec URL (``s3://...``, with
+``storage_options``). Rank and world size come from the arguments or from torchrun's ``RANK`` /
+``WORLD_SIZE``; rank r reads shard r.
 
-With a plain ``DataLoader(dataset, batch_size=B, num_workers=W)``: DataLoader worker w yields the global
-batches w, w + W, w + 2W, ... of the stream, and the DataLoader takes one batch from each worker in turn, so
-the batches come out in the same order as with ``num_workers=0``. Pass the DataLoader's batch size to the
-dataset.
+It batches itself (a row at a time through the DataLoader's collate ran at a fifth of a plain pyarrow read),
+so give the DataLoader ``batch_size=None``: ``DataLoader(dataset, batch_size=None, num_workers=W)``.
+DataLoader worker w yields the batches w, w + W, w + 2W, ... of the stream (and reads only the row groups
+they need), and the DataLoader takes one batch from each worker in turn, so the batches come out in the same
+order as with ``num_workers=0``.
 
 Resumable state, in the manner of mosaicml streaming: ``state_dict(num_samples)`` is ``{"epoch", "sample",
 "seed"}``: the epoch and the rows of it already consumed (``num_samples``, counted by the caller; without it,
@@ -22,11 +25,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from storage.errors import InputError
+from storage.manifest import check_files
 from storage.shardset import ShardSet
 from storage.stream import ShardOrder
 
@@ -35,17 +38,19 @@ class AlignedShards(IterableDataset):
     """One rank's view of a shard set (see the module doc)."""
 
     def __init__(self, folder: str | Path, *, batch_size: int, rank: int | None = None,
-                 world_size: int | None = None, seed: int = 0, epoch: int = 0):
+                 world_size: int | None = None, seed: int = 0, epoch: int = 0, storage_options: dict | None = None):
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1 (got {batch_size})")
-        self.shards = ShardSet(folder)
         self.rank = int(os.environ.get("RANK", 0)) if rank is None else rank
         self.world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
         if not 0 <= self.rank < self.world_size:
             raise InputError(f"rank {self.rank} is not in 0..{self.world_size - 1}")
+        self.shards = ShardSet(folder, storage_options=storage_options, only=[])  # the manifest alone
         if self.world_size > self.shards.workers:
             raise InputError(f"world size {self.world_size} is more than the {self.shards.workers} shards in "
                              f"{folder}; rebuild with --workers {self.world_size} or use fewer ranks")
+        # this rank's files checked against the manifest; the other ranks' files are not read
+        check_files(self.shards.folder, self.shards.manifest, where=self.shards.folder, only=[self.rank])
         self.batch_size, self.seed = batch_size, seed
         self.epoch, self.start_sample, self.yielded = epoch, 0, 0
 
@@ -64,18 +69,14 @@ class AlignedShards(IterableDataset):
             raise InputError(f"the state was saved with seed {state['seed']}, this dataset has seed {self.seed}")
         self.epoch, self.start_sample, self.yielded = int(state["epoch"]), int(state["sample"]), 0
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         order = ShardOrder(self.shards, self.rank, seed=self.seed)
-        index = 0  # position in this iteration, from the start sample: batch index // batch_size
-        for x, y in order.chunks(self.epoch, self.start_sample):
-            batch = (index + np.arange(len(y))) // self.batch_size
-            mine = np.flatnonzero(batch % workers == worker)
-            index += len(y)
-            for i in mine:
-                if info is None:
-                    self.yielded += 1
-                yield torch.from_numpy(x[i]), int(y[i])
+        for x, y in order.batches(self.epoch, batch_size=self.batch_size, start_sample=self.start_sample,
+                                  keep=lambda b: b % workers == worker):
+            if info is None:
+                self.yielded += len(y)
+            yield torch.from_numpy(x), torch.from_numpy(y)
         if info is None:  # a whole epoch read in this process: the next iteration is the next epoch
             self.set_epoch(self.epoch + 1)

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import fsspec
-import pyarrow.fs as pafs
+import pyarrow as pa
 from upath import UPath
 
 SECRET_WORDS = ("key", "secret", "token", "password", "credential", "sas", "signature")
@@ -74,7 +74,9 @@ def open_input(path: Path):
     reads Parquet footers and row groups through it with ranged requests)."""
     if not is_remote(path):
         return str(path)
-    return pafs.PyFileSystem(pafs.FSSpecHandler(path.fs)).open_input_file(path.path)
+    # fsspec's default read-ahead cache: measured on moto, a row group read with pre_buffer took 2.0 s per
+    # 256 MiB through it and 3.5 s with cache_type="none" (one request per coalesced range)
+    return pa.PythonFile(path.fs.open(path.path, "rb"), mode="r")
 
 
 def refresh(path: Path) -> None:

@@ -32,18 +32,8 @@ class ShardStream:
 
     def batches(self, epoch: int, start_sample: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of epoch ``epoch`` from row ``start_sample`` of its order (a resume point)."""
-        pending_x, pending_y, have = [], [], 0
-        for x, y in self.order.chunks(epoch, start_sample):
-            pending_x.append(x)
-            pending_y.append(y)
-            have += len(x)
-            while have >= self.batch_size:
-                bx, by = np.concatenate(pending_x), np.concatenate(pending_y)
-                yield torch.from_numpy(bx[:self.batch_size]), torch.from_numpy(by[:self.batch_size])
-                pending_x, pending_y = [bx[self.batch_size:]], [by[self.batch_size:]]
-                have -= self.batch_size
-        if have:
-            yield torch.from_numpy(np.concatenate(pending_x)), torch.from_numpy(np.concatenate(pending_y))
+        for x, y in self.order.batches(epoch, batch_size=self.batch_size, start_sample=start_sample):
+            yield torch.from_numpy(x), torch.from_numpy(y)
 
 
 @dataclasses.dataclass(frozen=True)

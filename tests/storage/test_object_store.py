@@ -75,8 +75,9 @@ def test_an_index_on_s3_trains_online(bucket, tmp_path, dask_address):
 
 def test_a_pytorch_dataloader_reads_aligned_shards_from_s3(bucket, tmp_path, digits_shards):
     s3fs().put(str(digits_shards), f"{bucket}/digits", recursive=True)
-    local = list(DataLoader(AlignedShards(digits_shards, batch_size=32, rank=1, world_size=4), batch_size=32))
-    remote = list(DataLoader(AlignedShards(f"{bucket}/digits", batch_size=32, rank=1, world_size=4), batch_size=32))
+    local = list(DataLoader(AlignedShards(digits_shards, batch_size=32, rank=1, world_size=4), batch_size=None))
+    remote = list(DataLoader(AlignedShards(f"{bucket}/digits", batch_size=32, rank=1, world_size=4),
+                             batch_size=None, num_workers=2, multiprocessing_context="spawn"))
     assert len(local) == len(remote) > 0
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(local, remote, strict=True))
 

@@ -15,7 +15,7 @@ B = 32
 
 
 def batches(dataset, **loader) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return list(DataLoader(dataset, batch_size=B, **loader))
+    return list(DataLoader(dataset, batch_size=None, **loader))
 
 
 def test_each_rank_sees_the_stream_simshards_workers_train_on(digits_shards):
@@ -46,7 +46,7 @@ def test_two_ranks_are_aligned_row_for_row(digits_shards):
 def test_resuming_after_seven_batches_yields_exactly_the_rest(digits_shards):
     full = batches(AlignedShards(digits_shards, batch_size=B, rank=1, world_size=4))
     first = AlignedShards(digits_shards, batch_size=B, rank=1, world_size=4)
-    loader = iter(DataLoader(first, batch_size=B))
+    loader = iter(DataLoader(first, batch_size=None))
     for _ in range(7):
         next(loader)
     state = first.state_dict()
