@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import terminal
 from flows.reporting import ProgressReporter, markdown_artifact, png_markdown, rounded, table_artifact
-from storage import cli
+from storage import cli, urls
 from train import session
 from train.config import TrainConfig
 from train.launcher import launch
@@ -30,14 +30,14 @@ def target_text(summary: dict) -> str:
             else f"did not reach {target:g} in {summary['epochs']} epochs")
 
 
-def report_markdown(out: str, summary: dict) -> str:
+def report_markdown(out: str, summary: dict, storage_options: dict | None = None) -> str:
     s = rounded(summary)
     lines = [f"# Training: {s['optimizer']}, {s['workers']} workers", "",
              f"final accuracy **{s['final_accuracy']}**, best {s['best_accuracy']}, {target_text(summary)}, "
              f"mean staleness {s['mean_staleness']}, mean conflict {s['mean_conflict']}", "",
              f"Run folder: `{out}`", ""]
     for name in ("accuracy.png", "staleness.png"):
-        lines += [png_markdown(f"{out}/{name}", name), ""]
+        lines += [png_markdown(urls.folder(out, storage_options=storage_options) / name, name), ""]
     return "\n".join(lines)
 
 
@@ -50,7 +50,8 @@ def train(config: TrainConfig = TrainConfig()) -> dict:
     progress.set(100)
     table_artifact("train-summary", [{"field": k, "value": v} for k, v in summary.items()],
                    f"Training summary: {config.optimizer} on {config.data}")
-    markdown_artifact("train-report", report_markdown(config.out, summary), "accuracy and staleness plots")
+    markdown_artifact("train-report", report_markdown(config.out, summary, config.storage_options),
+                      "accuracy and staleness plots")
     logger.info("final accuracy %.4f, %s", summary["final_accuracy"], target_text(summary))
     return summary
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from storage.urls import check_backend, local_folder
+from storage.urls import check_backend
 
 OPTIMIZERS = ("downpour", "agn", "adag", "dynsgd", "aeasgd", "eamsgd", "averaging", "single")
 # communication window λ by optimizer when --window is not given (dist-keras defaults of the thesis)
@@ -40,7 +40,8 @@ class TrainConfig(BaseModel):
     index: str | None = Field(None, description="index folder written by build_index: train with online "
                               "coordination instead of pre-split shards")
     cache_mb: float = Field(256.0, gt=0, description="with --index: MiB of index row groups each worker keeps")
-    out: str = Field("./runs/latest", description="run folder for model, metrics, summary and plots")
+    out: str = Field("./runs/latest", description="run folder for model, metrics, summary and plots: a local "
+                     "path, or an fsspec URL that the finished run is uploaded to")
     optimizer: Literal[OPTIMIZERS] = Field(
         "agn", description="update rule (thesis names; dist-keras's ADAG class is AGN)")
     local_optimizer: Literal["sgd", "momentum", "adam"] | None = Field(
@@ -75,17 +76,12 @@ class TrainConfig(BaseModel):
         None, exclude=True, repr=False, description="fsspec keyword arguments for --shards or --index, as JSON; "
         "credentials are best left to the backend's environment (AWS_*); never written to the run folder or logs")
 
-    @field_validator("shards", "index")
+    @field_validator("shards", "index", "out")
     @classmethod
     def _known_backend(cls, v: str | None, info) -> str | None:
         if v is not None:
             check_backend(v, flag=f"--{info.field_name}")
         return v
-
-    @field_validator("out")
-    @classmethod
-    def _local(cls, v: str) -> str:
-        return local_folder(v, flag="--out")
 
     @model_validator(mode="after")
     def _one_source(self) -> "TrainConfig":

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from storage.cli import INTERRUPTED
 from storage.errors import InputError, SimshardError, TrainError
-from train import session
+from train import remote_out, session
 from train.config import TrainConfig
 from train.report import update_summary
 from train.rpc import BAD_INPUT_EXIT, BAD_INPUT_PREFIX, log_path, process_main
@@ -35,9 +35,15 @@ LOG_EVERY = 0.1  # log a progress line each time this share of the epochs has pa
 
 def launch(config: TrainConfig, *, on_started: Callable[[dict[str, int]], None] | None = None,
            on_progress: Callable[[float, int], None] | None = None, progress=None) -> dict:
-    """Train with real RPC processes on this machine; returns the summary (also in ``out/summary.json``).
-    ``on_started`` receives {"ps": pid, "worker0": pid, ...} once every rank has joined; ``on_progress``
-    receives (epoch, clock) of the parameter server's last evaluation about twice a second."""
+    """Train with real RPC processes on this machine; returns the summary (also in ``out/summary.json``; an
+    ``out`` URL gets the run folder when training ends: :mod:`train.remote_out`). ``on_started`` receives
+    {"ps": pid, "worker0": pid, ...} once every rank has joined; ``on_progress`` receives (epoch, clock) of the
+    parameter server's last evaluation about twice a second."""
+    with remote_out.local_run(config) as local:
+        return _launch(local, on_started=on_started, on_progress=on_progress, progress=progress)
+
+
+def _launch(config: TrainConfig, *, on_started, on_progress, progress) -> dict:
     if config.optimizer == "single":
         from train.simulate import simulate
         return simulate(config, progress=progress)  # one process, no parameter server to talk to

@@ -11,7 +11,7 @@ ranks should talk over. A worker that stays silent for --worker-timeout seconds 
 import os
 import sys
 
-from storage import cli
+from storage import cli, urls
 from storage.errors import InputError
 from train import rpc, session
 from train.config import TrainConfig
@@ -37,6 +37,9 @@ def main(argv=None) -> int:
     def command() -> int:
         rank, world, addr, port = rank_from_env()
         config = TrainConfig(**values)
+        if urls.is_url(config.out):
+            raise InputError(f"--out {config.out}: train.node writes its run folder where every rank sees it; pass "
+                             "a shared local path (python -m flows.train uploads a run folder to a URL)")
         setup = session.prepare(config, create_out=rank == 0)
         if world != setup.workers + 1:
             raise InputError(f"WORLD_SIZE={world}, but this run has {setup.workers} workers + 1 parameter server; "

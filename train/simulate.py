@@ -19,7 +19,7 @@ from pydantic import Field
 
 from storage import cli
 from storage import rng as rng_streams
-from train import session
+from train import remote_out, session
 from train.config import TrainConfig
 from train.data import Draw
 from train.worker import Average, Commit, Done, Pull, SaveState, Start
@@ -29,8 +29,15 @@ SPEED_SIGMA = 0.5
 
 
 def simulate(config: TrainConfig, *, schedule: str = "round-robin", progress=None, plots: bool = True) -> dict:
+    """Train in this process under ``schedule``; returns the summary (an ``out`` URL gets the run folder when
+    training ends: :mod:`train.remote_out`)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose {' or '.join(SCHEDULES)}")
+    with remote_out.local_run(config) as local:
+        return _simulate(local, schedule=schedule, progress=progress, plots=plots)
+
+
+def _simulate(config: TrainConfig, *, schedule: str, progress, plots: bool) -> dict:
     setup = session.prepare(config)
     ticks = [0]
     monitor = session.Monitor(setup, progress=progress)

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.cli_helpers import assert_one_error_line, run_module
+from tests.cli_helpers import assert_one_error_line, run_module, run_modules
 from tests.conftest import mixture, write_parquet
 from tests.shard_fixtures import manifest_file
 
@@ -123,10 +123,10 @@ def test_train_refuses_the_wrong_kind_of_folder_in_one_line(digits_shards, digit
         (["--shards", digits_shards, "--index", digits_index], ["--shards", "--index", "not both"]),
         (["--index", digits_index, "--workers", "60"], ["--workers 60 × --batch-size 32", "1619 training rows"]),
     ]
-    for args, fragments in cases:
-        res = run_module("flows.train", *args, "--out", tmp_path / "run", cwd=tmp_path)
+    results = run_modules(*[("flows.train", *args, "--out", tmp_path / "run") for args, _ in cases], cwd=tmp_path)
+    for res, (_, fragments) in zip(results, cases):
         assert_one_error_line(res, *fragments)
-        assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("change, fragments", [
@@ -141,16 +141,17 @@ def test_train_refuses_a_manifest_that_does_not_match_its_files(change, fragment
 
 
 def test_pipeline_and_experiment_bad_input_is_one_line(tmp_path):
-    res = run_module("flows.pipeline", "--source", tmp_path / "nope.parquet", cwd=tmp_path)
-    assert_one_error_line(res, "nope.parquet", "does not exist")
     (tmp_path / "pipeline.json").write_text('{"build": {"workers": 0}, "train": {}}')
-    res = run_module("flows.pipeline", "--config", tmp_path / "pipeline.json", cwd=tmp_path)
-    assert_one_error_line(res, "build.workers: --workers must be >= 1")
-    res = run_module("flows.experiment", "--config", tmp_path / "none.toml", "--out", tmp_path / "x", cwd=tmp_path)
-    assert_one_error_line(res, "--config", "none.toml", "does not exist")
     (tmp_path / "bad.toml").write_text("shardings = 3\n")
-    res = run_module("flows.experiment", "--config", tmp_path / "bad.toml", "--out", tmp_path / "x", cwd=tmp_path)
-    assert_one_error_line(res, "bad.toml", "not a valid experiment grid")
+    results = run_modules(("flows.pipeline", "--source", tmp_path / "nope.parquet"),
+                          ("flows.pipeline", "--config", tmp_path / "pipeline.json"),
+                          ("flows.experiment", "--config", tmp_path / "none.toml", "--out", tmp_path / "x"),
+                          ("flows.experiment", "--config", tmp_path / "bad.toml", "--out", tmp_path / "x"),
+                          cwd=tmp_path)
+    assert_one_error_line(results[0], "nope.parquet", "does not exist")
+    assert_one_error_line(results[1], "build.workers: --workers must be >= 1")
+    assert_one_error_line(results[2], "--config", "none.toml", "does not exist")
+    assert_one_error_line(results[3], "bad.toml", "not a valid experiment grid")
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pipeline.build import build_shards
 from pipeline.config import BuildConfig
 from pipeline.index import IndexConfig
 from storage import commit
-from storage.errors import ManifestError
+from storage.errors import InputError, ManifestError
 from storage.shardset import ShardSet
 from storage.torch_dataset import AlignedShards
 from tests.cli_helpers import run_module
@@ -102,3 +102,20 @@ def test_the_cli_builds_on_s3_with_storage_options_and_writes_nothing_locally(bu
     assert "published 2 shards" in res.stdout and out in res.stdout
     assert not list(work.iterdir()), "the build wrote to the working directory"
     assert ShardSet(out).manifest.workers == 2
+
+
+def test_a_run_folder_on_s3_is_uploaded_complete_and_protected(bucket, tmp_path, digits_shards):
+    run = f"{bucket}/runs/agn"
+    summary = simulate(TrainConfig(shards=str(digits_shards), out=run, optimizer="agn", epochs=3))
+    names = {k.rsplit("/", 1)[-1] for k in keys(run)}
+    assert {"simshard-run.json", "summary.json", "metrics.parquet", "model.pt", "checkpoint.pt",
+            "accuracy.png"} <= names, names
+    assert json.loads(s3fs().cat(f"{run}/summary.json"))["final_accuracy"] == summary["final_accuracy"]
+    with pytest.raises(InputError, match="already exists; pass --overwrite or --resume"):
+        simulate(TrainConfig(shards=str(digits_shards), out=run, optimizer="agn", epochs=3))
+    resumed = simulate(TrainConfig(shards=str(digits_shards), out=run, optimizer="agn", epochs=5, resume=True))
+    assert resumed["epochs"] == 5 and json.loads(s3fs().cat(f"{run}/summary.json"))["epochs"] == 5
+    s3fs().pipe(f"{bucket}/runs/other/notes.txt", b"mine")
+    with pytest.raises(InputError, match="notes.txt"):
+        simulate(TrainConfig(shards=str(digits_shards), out=f"{bucket}/runs/other", overwrite=True))
+    assert s3fs().cat(f"{bucket}/runs/other/notes.txt") == b"mine"

@@ -1,17 +1,17 @@
 """The command-line contract of train.simulate and train.node, run as subprocesses."""
 
-from tests.cli_helpers import assert_one_error_line, run_module
+from tests.cli_helpers import assert_one_error_line, run_module, run_modules
 
 
 def test_simulate_bad_input_is_one_line(digits_shards, tmp_path):
-    res = run_module("train.simulate", "--shards", digits_shards, "--out", tmp_path / "run", "--schedule", "fifo",
-                     cwd=tmp_path)
-    assert_one_error_line(res, "--schedule", "invalid choice: 'fifo'")
-    res = run_module("train.simulate", "--shards", tmp_path, "--out", tmp_path / "run", cwd=tmp_path)
-    assert_one_error_line(res, "has no committed manifest")
-    res = run_module("train.simulate", "--shards", digits_shards, "--out", tmp_path / "run", "--model",
-                     "nosuchmod:f", cwd=tmp_path)
-    assert_one_error_line(res, "cannot import module 'nosuchmod'")
+    fifo, empty, module = run_modules(
+        ("train.simulate", "--shards", digits_shards, "--out", tmp_path / "run", "--schedule", "fifo"),
+        ("train.simulate", "--shards", tmp_path, "--out", tmp_path / "run"),
+        ("train.simulate", "--shards", digits_shards, "--out", tmp_path / "run", "--model", "nosuchmod:f"),
+        cwd=tmp_path)
+    assert_one_error_line(fifo, "--schedule", "invalid choice: 'fifo'")
+    assert_one_error_line(empty, "has no committed manifest")
+    assert_one_error_line(module, "cannot import module 'nosuchmod'")
 
 
 def test_node_bad_input_is_one_line(digits_shards, tmp_path):
