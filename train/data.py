@@ -38,7 +38,7 @@ class ShardStream:
 
 @dataclasses.dataclass(frozen=True)
 class Draw:
-    """A request an :class:`OnlineStream` yields: the takes (:mod:`train.coordinator`) of local steps
+    """A request an :class:`OnlineStream` yields: the takes (:mod:`storage.coordinator`) of local steps
     ``step .. step + steps - 1`` of ``epoch``. Answer: a list of per-step take lists, shorter (possibly
     empty) once the epoch's rows have run out."""
 

@@ -69,7 +69,7 @@ class ParameterServer:
         self.records: list[dict] = []
         self.round: dict[int, tuple[torch.Tensor, Future]] = {}
         self.round_loss: dict[int, float] = {}
-        self.coordinator = None  # a train.coordinator.Coordinator when the data comes from an index
+        self.coordinator = None  # a storage.coordinator.Coordinator when the data comes from an index
         self.worker_stats: dict[int, dict] = {}  # what each finished worker reported of its data source
 
     # -- queries ---------------------------------------------------------------------------------------
@@ -153,7 +153,7 @@ class ParameterServer:
         return fut
 
     def draw(self, worker: int, epoch: int, step: int, steps: int) -> list:
-        """Online coordination: the worker's takes for ``steps`` local steps (:mod:`train.coordinator`)."""
+        """Online coordination: the worker's takes for ``steps`` local steps (:mod:`storage.coordinator`)."""
         return self.coordinator.draw(worker, epoch, step, steps)
 
     def done(self, worker: int, *, state: dict | None = None, dead: bool = False, stats: dict | None = None) -> None:

@@ -11,13 +11,13 @@ from pathlib import Path
 import torch
 
 from storage import rng as rng_streams
+from storage.coordinator import Coordinator
 from storage.errors import InputError, ManifestError
 from storage.index import BucketIndex, open_index
 from storage.ownership import RUN_MARKER, check_apart, check_replaceable
 from storage.shardset import ShardSet
 from train import report, tightness
 from train.config import ONLINE_WORKERS, TrainConfig
-from train.coordinator import Coordinator
 from train.data import OnlineStream, ShardStream, load_all, load_validation
 from train.model import build_model, evaluate, get_flat, make_local_optimizer, set_flat
 from train.rules import make_rule

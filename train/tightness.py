@@ -74,7 +74,7 @@ def presplit(shards: ShardSet, *, workers: int, batch_size: int, seed: int) -> M
 
 
 def online(sampled: Iterable, index: ShardSet, *, seed: int) -> Measured:
-    """The coordinator's sampled steps (:class:`train.coordinator.SampledStep`), read back from the index."""
+    """The coordinator's sampled steps (:class:`storage.coordinator.SampledStep`), read back from the index."""
     reader = BucketIndex(index, cache_bytes=CACHE_BYTES, seed=seed)
     batches, steps = [], []
     for step in sampled:

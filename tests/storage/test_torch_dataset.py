@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from storage.errors import InputError
+from storage.index import BucketIndex
 from storage.shardset import ShardSet
 from storage.torch_dataset import AlignedShards
 from train.data import ShardStream
@@ -76,3 +77,32 @@ def test_epochs_reshuffle_and_rank_comes_from_torchrun(digits_shards, monkeypatc
     assert not torch.equal(epoch0[0][0], epoch1[0][0])
     with pytest.raises(InputError, match="world size 5 is more than the 4 shards"):
         AlignedShards(digits_shards, batch_size=B, rank=0, world_size=5)
+
+
+def test_an_index_serves_ranks_that_share_buckets_and_never_a_row_twice(digits_index):
+    """Online coordination replayed in every rank: each step, rank 1 follows rank 0's buckets; no row is served
+    twice in an epoch, and at most world x batch - 1 rows of it go unused."""
+    ranks = [AlignedShards(digits_index, batch_size=B, rank=r, world_size=3, seed=2, epoch=1) for r in range(3)]
+    streams = [batches(d) for d in ranks]
+    assert len({len(s) for s in streams}) == 1 and len(streams[0]) == len(ranks[0]) // B  # DDP: equal steps
+    index = BucketIndex(ranks[0].shards, cache_bytes=2**24, seed=2)
+    positions = [np.concatenate([index.positions(1, t) for t in d._steps(1)]) for d in ranks]
+    every = np.concatenate(positions)
+    train_rows = ranks[0].shards.manifest.rows_per_shard[0]
+    assert len(np.unique(every)) == len(every) > train_rows - 3 * B
+    bucket_of = np.searchsorted(index.bucket_start, every, side="right") - 1
+    per_rank = bucket_of.reshape(3, -1)
+    assert (per_rank[0] == per_rank[1]).mean() > 0.9, "the followers did not take the leader's buckets"
+    x, _, _ = index.read(positions[1][:B])
+    assert torch.equal(streams[1][0][0], torch.from_numpy(x))
+
+
+def test_an_index_resumes_and_keeps_its_order_with_dataloader_workers(digits_index):
+    full = batches(AlignedShards(digits_index, batch_size=B, rank=1, world_size=2))
+    pooled = batches(AlignedShards(digits_index, batch_size=B, rank=1, world_size=2), num_workers=2,
+                     multiprocessing_context="spawn")
+    assert len(full) == len(pooled) and all(torch.equal(a[0], b[0]) for a, b in zip(full, pooled, strict=True))
+    again = AlignedShards(digits_index, batch_size=B, rank=1, world_size=2)
+    again.load_state_dict({"epoch": 0, "sample": 7 * B, "seed": 0})
+    rest = batches(again)
+    assert len(rest) == len(full) - 7 and all(torch.equal(a[0], b[0]) for a, b in zip(rest, full[7:], strict=True))

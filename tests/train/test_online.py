@@ -7,11 +7,11 @@ import pytest
 
 from pipeline.build import build_shards
 from pipeline.config import BuildConfig
+from storage.coordinator import Coordinator
 from storage.index import BucketIndex
 from storage.shardset import ShardSet
 from tests.train.test_rpc_training import BARS, KillWhen
 from train.config import TrainConfig
-from train.coordinator import Coordinator
 from train.launcher import launch
 from train.simulate import simulate
 

@@ -1,10 +1,12 @@
 """Online coordination (the seed's second mechanism): workers draw their sub-batches from the same buckets.
 
-Transport-free, like :mod:`train.rules`: the parameter-server process answers :meth:`Coordinator.draw` over
-RPC, the simulator in-process. Per epoch the coordinator keeps, per bucket, how many of its rows are used;
-each bucket is read as a ring from a seeded per-epoch offset (:meth:`storage.index.BucketIndex.positions`),
-so a draw is a list of *takes* ``(bucket, offset, count)``: rows ``offset .. offset + count`` of the bucket's
-ring. Messages are ints only, never row data.
+Transport-free, like :mod:`train.rules`: the parameter-server process answers :meth:`Coordinator.draw` over RPC,
+the simulator in-process, and :class:`storage.torch_dataset.AlignedShards` replays it in every rank of a
+synchronous trainer (it lives in ``storage`` so that the dataset can). Per epoch the coordinator keeps, per bucket,
+how many of its rows are used; each bucket is read as a ring from a seeded per-epoch offset
+(:meth:`storage.index.BucketIndex.positions`), so a draw is a list of *takes* ``(bucket, offset, count)``: rows
+``offset .. offset + count`` of the bucket's ring.
+Messages are ints only, never row data.
 
 At local step ``s`` of an epoch, the first worker to ask *leads*: it takes ``batch_size`` rows uniformly
 without replacement from the rows not yet used this epoch (a multivariate hypergeometric draw of counts per
