@@ -20,7 +20,7 @@ from experiment.runner import run_experiment
 from flows import terminal
 from flows.reporting import ProgressReporter, markdown_artifact, png_markdown, table_artifact
 from pipeline.daskrt import dask_client
-from storage import cli
+from storage import cli, urls
 from storage.errors import InputError
 
 
@@ -30,13 +30,15 @@ def machine() -> str:
 
 
 @task(name="run-grid", cache_policy=NO_CACHE)
-def grid_task(config_path: str, out: str, progress) -> list[str]:
+def grid_task(config_path: str, out: str, progress, shown_out: str | None = None) -> list[str]:
+    """Run the grid into the local folder ``out``; ``shown_out``: the ``--out`` the user gave (a URL)."""
     cfg = load_config(Path(config_path))
     with dask_client(None, n_workers=2, threads_per_worker=1) as client:
         runs, curves, cells = run_experiment(cfg, Path(out), client=client, progress=progress)
     shown = Path(config_path)
     shown = shown.relative_to(Path.cwd()) if shown.is_absolute() and shown.is_relative_to(Path.cwd()) else shown
-    header = (f"# Experiment {shown.stem}\n\nCommand: `python -m flows.experiment --config {shown} --out {out}`"
+    header = (f"# Experiment {shown.stem}\n\nCommand: `python -m flows.experiment --config {shown} --out "
+              f"{shown_out or out}`"
               f"  \nMachine: {machine()}  \nDate: "
               f"{datetime.date.today().isoformat()}  \nTarget: {cfg.target_fraction:g} × mean final accuracy of "
               f"`single` per dataset; {len(cfg.seeds)} seeds; schedule {cfg.schedule}; {cfg.epochs} epochs.")
@@ -45,10 +47,18 @@ def grid_task(config_path: str, out: str, progress) -> list[str]:
 
 @flow(name="experiment", log_prints=True)
 def experiment(config: str = str(DEFAULT_CONFIG), out: str = "./experiments/latest") -> str:
-    """Run the grid of ``config``; returns the path of results.md."""
+    """Run the grid of ``config`` into ``out`` (a local folder, or an fsspec URL that the results are uploaded
+    to at the end, results.md last); returns the path of results.md."""
     logger = get_run_logger()
+    with urls.working_copy(out, last="results.md") as local:
+        md = _run(config, str(local), out)
+    logger.info("results in %s/results.md", out)
+    return md if not urls.is_url(out) else f"{out.rstrip('/')}/results.md"
+
+
+def _run(config: str, out: str, shown_out: str) -> str:
     progress = ProgressReporter(f"experiment {Path(config).stem}")
-    pngs = grid_task(config, out, progress)
+    pngs = grid_task(config, out, progress, shown_out)
     progress.set(100)
     import pandas as pd
     cells = pd.read_parquet(Path(out) / "cells.parquet")
@@ -61,7 +71,6 @@ def experiment(config: str = str(DEFAULT_CONFIG), out: str = "./experiments/late
     for p in pngs:
         md = md.replace(f"![{Path(p).name}]({Path(p).name})", png_markdown(p, Path(p).name))
     markdown_artifact("experiment-report", md, "experiment results and plots")
-    logger.info("results in %s", Path(out) / "results.md")
     return str(Path(out) / "results.md")
 
 
@@ -71,7 +80,8 @@ class ExperimentOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     config: str | None = Field(None, description="experiment grid TOML (default: the packaged default grid)")
     quick: bool = Field(False, description="the small packaged grid quick.toml (under 3 minutes)")
-    out: str = Field(description="run folder for results.parquet, results.md and plots")
+    out: str = Field(description="folder for results.parquet, results.md and plots: a local path, or an fsspec "
+                     "URL the results are uploaded to when the grid has run")
 
     def grid(self) -> str:
         return self.config or str(QUICK_CONFIG if self.quick else DEFAULT_CONFIG)
@@ -93,8 +103,12 @@ def main(argv=None) -> int:
             load_config(Path(grid))
         except (ValueError, OSError) as exc:
             raise InputError(f"--config {grid} is not a valid experiment grid: {cli.one_line(exc)}") from None
+        try:
+            urls.check_backend(options.out, flag="--out")
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
         path = experiment(config=grid, out=options.out)
-        print(Path(path).read_text().split("\n\n![")[0])
+        print(urls.folder(path).read_text().split("\n\n![")[0])
         return 0
 
     return cli.run(command, debug=common.debug)

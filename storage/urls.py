@@ -8,8 +8,11 @@ with it, including to Dask workers and training ranks. Credentials belong in the
 to no manifest, log or artifact (:func:`redacted` is what may be shown).
 """
 
+import contextlib
 import json
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -83,6 +86,31 @@ def refresh(path: Path) -> None:
     """Forget fsspec's cached listings below ``path``: another process may have committed since."""
     if is_remote(path):
         path.fs.invalidate_cache()
+
+
+def upload_tree(local: Path, remote: Path, *, last: str | None = None) -> int:
+    """Copy every file under ``local`` to the same relative path under ``remote`` (``last``: the file name
+    uploaded after all others, a folder's completion mark); returns the number of files."""
+    files = sorted((p for p in local.rglob("*") if p.is_file() and not p.name.startswith(".rendezvous-")),
+                   key=lambda p: (p.name == last, p.as_posix()))
+    for path in files:
+        (remote / path.relative_to(local).as_posix()).write_bytes(path.read_bytes())
+    return len(files)
+
+
+@contextlib.contextmanager
+def working_copy(value: str, *, storage_options: dict | None = None, last: str | None = None) -> Iterator[Path]:
+    """A local folder to write an output into: ``value`` itself when local; for a URL a temporary folder whose
+    files are uploaded to it when the block ends (``last`` after the others), whether it ends well or not."""
+    if not is_url(value):
+        yield folder(value)
+        return
+    remote = folder(value, storage_options=storage_options)
+    with tempfile.TemporaryDirectory(prefix="simshard-out-") as tmp:
+        try:
+            yield Path(tmp)
+        finally:
+            upload_tree(Path(tmp), remote, last=last)
 
 
 def parse_storage_options(text: str | None, *, flag: str = "--storage-options") -> dict:

@@ -41,10 +41,8 @@ def _check(remote: Path, config: TrainConfig) -> None:
 
 
 def _upload(local: Path, remote: Path) -> None:
-    files = sorted(p for p in local.rglob("*") if p.is_file() and not p.name.startswith(".rendezvous-"))
-    for path in sorted(files, key=lambda p: p.name == LAST):  # the summary last: it marks the run complete
-        (remote / path.relative_to(local).as_posix()).write_bytes(path.read_bytes())
-    log.info("run folder uploaded to %s (%d files)", remote, len(files))
+    count = urls.upload_tree(local, remote, last=LAST)  # the summary last: it marks the run complete
+    log.info("run folder uploaded to %s (%d files)", remote, count)
 
 
 @contextlib.contextmanager

@@ -6,16 +6,21 @@ import numpy as np
 import pandas as pd
 
 from experiment.stats import mean_ci
+from tests.s3_fixtures import s3fs
 
 
-def test_quick_experiment_table_and_intervals(prefect_server, tmp_path):
+def test_quick_experiment_table_and_intervals(prefect_server, bucket, tmp_path, monkeypatch):
+    """The quick grid, its results written to the moto S3 server (uploaded when the grid has run)."""
     from prefect.artifacts import Artifact
 
     from flows.experiment import main
 
-    assert main(["--quick", "--out", str(tmp_path / "exp")]) == 0
-    runs = pd.read_parquet(tmp_path / "exp" / "results.parquet")
-    cells = pd.read_parquet(tmp_path / "exp" / "cells.parquet")
+    monkeypatch.chdir(tmp_path)
+    out = f"{bucket}/exp"
+    assert main(["--quick", "--out", out]) == 0
+    assert not list(tmp_path.iterdir()), "the experiment wrote to the working directory"
+    runs = pd.read_parquet(f"{out}/results.parquet")
+    cells = pd.read_parquet(f"{out}/cells.parquet")
     assert len(runs) == 3 * 3 + 3  # 3 shardings x 3 seeds of agn, and 3 seeds of single
     assert sorted(cells.sharding[cells.optimizer == "agn"]) == ["aligned-kmeans", "contiguous-sorted", "random"]
     assert (cells.seeds == 3).all()
@@ -32,7 +37,7 @@ def test_quick_experiment_table_and_intervals(prefect_server, tmp_path):
             assert math.isclose(cell.ratio_to_random, math.exp(np.log(ratios).mean()))
         else:
             assert math.isnan(cell.ratio_to_random)
-    md = (tmp_path / "exp" / "results.md").read_text()
-    assert md.count("| sim | digits |") == len(cells)
-    assert list((tmp_path / "exp").glob("*.png"))
+    md = s3fs().cat(f"{out}/results.md").decode()
+    assert md.count("| sim | digits |") == len(cells) and f"--out {out}" in md
+    assert s3fs().glob(f"{out}/*.png")
     assert Artifact.get("experiment-results") is not None
