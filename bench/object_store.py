@@ -9,7 +9,9 @@ are the point). Prints, for
 the same table and the same keys:
 
 1. write and read MB/s of one Parquet file through ``pyarrow.fs.S3FileSystem`` and through s3fs (pyarrow
-   reading through ``PyFileSystem(FSSpecHandler(s3fs))``, as simshard does);
+   reading through ``PyFileSystem(FSSpecHandler(s3fs))``), and simshard's own write of a part file (encoded in
+   memory with its sha256, then one upload: pyarrow's client here, as the options are empty; its read is the
+   s3fs one);
 2. rows/s of ``AlignedShards`` (rank 0 of 4, one epoch of batches of 256, a plain ``DataLoader``) from a
    local shard set and from the same set on the server, against a plain pyarrow read of that rank's files
    (``pq.read_table`` then ``to_numpy``) from the same place (target: at least 0.8x).
@@ -94,6 +96,12 @@ def main():
                                          args.repeats),
             "s3fs (fsspec)": best(lambda: pq.read_table("bench/fsspec.parquet", filesystem=via_fsspec),
                                   args.repeats)}
+    from storage.shardset import write_part
+    from storage.urls import folder
+
+    target = folder("s3://bench/simshard.parquet")
+    write["simshard write_part"] = best(lambda: write_part(table, target, label=None), args.repeats)
+    read["simshard write_part"] = read["s3fs (fsspec)"]
     for name in write:
         print(f"  {name:22s} write {mb / write[name]:7.1f} MiB/s   read {mb / read[name]:7.1f} MiB/s")
     ratio = read["s3fs (fsspec)"] / read["pyarrow S3FileSystem"]

@@ -49,10 +49,14 @@ def write_part(table: pa.Table, path: Path, *, label: str | None, row_group_rows
     if urls.is_remote(path):
         buffer = pa.BufferOutputStream()
         pq.write_table(table, buffer, **options)
-        data = memoryview(buffer.getvalue())
-        with path.open("wb") as fh:
-            fh.write(data)
-        return {"rows": table.num_rows, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        data = buffer.getvalue()
+        native = urls.native_s3(path)
+        if native is not None:
+            with native.open_output_stream(path.path) as out:
+                out.write(data)
+        else:  # one call: s3fs uploads large data in concurrent parts
+            path.fs.pipe_file(path.path, data.to_pybytes())
+        return {"rows": table.num_rows, "bytes": data.size, "sha256": hashlib.sha256(memoryview(data)).hexdigest()}
     path.parent.mkdir(parents=True, exist_ok=True)
     # written under a temporary name and renamed: a killed writer never leaves a half file under the real name,
     # and a task of a killed build still running beside the build resuming it cannot interleave with it

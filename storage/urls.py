@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 import fsspec
 import pyarrow as pa
+import pyarrow.fs as pafs
 from upath import UPath
 
 SECRET_WORDS = ("key", "secret", "token", "password", "credential", "sas", "signature")
@@ -80,6 +81,22 @@ def open_input(path: Path):
     # fsspec's default read-ahead cache: measured on moto, a row group read with pre_buffer took 2.0 s per
     # 256 MiB through it and 3.5 s with cache_type="none" (one request per coalesced range)
     return pa.PythonFile(path.fs.open(path.path, "rb"), mode="r")
+
+
+_NATIVE: dict[str, pafs.FileSystem] = {}
+
+
+def native_s3(path: Path) -> pafs.FileSystem | None:
+    """pyarrow's own S3 client for ``path``, when it can stand in for s3fs: an ``s3://`` path whose storage
+    options are empty, so that both clients configure themselves from the same environment (``AWS_*``,
+    ``AWS_ENDPOINT_URL``). None otherwise. It writes Parquet 1.5x faster than s3fs here
+    (``bench/object_store.py``); reads are equal, and go through fsspec."""
+    if not is_remote(path) or path.protocol not in ("s3", "s3a") or path.storage_options:
+        return None
+    bucket = path.path.split("/", 1)[0]
+    if bucket not in _NATIVE:
+        _NATIVE[bucket] = pafs.FileSystem.from_uri(f"s3://{bucket}")[0]
+    return _NATIVE[bucket]
 
 
 def refresh(path: Path) -> None:
