@@ -48,7 +48,9 @@ def test_a_build_killed_in_its_write_pass_resumes_and_matches_a_clean_build(sour
     (prefix,) = (out / commit.DATA).iterdir()
     before = part_files(out)
     finished = resume.finished_parts(prefix)
-    assert len(finished) >= 20 and len(before) < 27
+    # usually a few are left to write; tasks the killed driver had already sent may still finish on the
+    # cluster before the scheduler notices it is gone, and then every part is reused
+    assert len(finished) >= 20
     with pytest.raises(Exception, match="no committed manifest"):
         ShardSet(out)  # nothing of the killed build is visible
     caplog.set_level("INFO", logger="simshard")
@@ -59,6 +61,7 @@ def test_a_build_killed_in_its_write_pass_resumes_and_matches_a_clean_build(sour
                    "part file(s) reused"):
         assert reused in text, text
     after = part_files(out)
+    assert len(after) == 27
     untouched = {p for p in finished if f"data/{prefix.name}/{p}" in before}
     assert len(untouched) >= 20
     assert all(after[f"data/{prefix.name}/{p}"] == before[f"data/{prefix.name}/{p}"] for p in untouched), \
