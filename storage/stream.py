@@ -22,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from storage import rng as rng_streams
 from storage import urls
@@ -29,6 +31,9 @@ from storage.dataset import features_of
 from storage.shardset import ShardSet, check_finite, open_verified, verified
 
 READ_AHEAD_REMOTE = 2
+# on an object store, a shard file up to this size is fetched whole (one GET) and its row groups are read from
+# memory: the epoch's permuted row-group order otherwise costs a ranged request per row group
+WHOLE_FILE_BYTES = 512 * 2**20
 
 
 class ShardOrder:
@@ -50,6 +55,9 @@ class ShardOrder:
         # row groups read at once ahead of the one in use: one on a local disk; on an object store each read is
         # a request whose throughput is bounded per connection, so several run side by side
         self.read_ahead = READ_AHEAD_REMOTE if urls.is_remote(shards.folder) else 1
+        self.sizes = {shards.folder / e.path: e.bytes for e in shards.manifest.shards[index].files}
+        self._fetched: dict[Path, pa.Buffer] = {}  # whole files held in memory (object stores only)
+        self._fetch_lock = threading.Lock()
 
     def __len__(self) -> int:
         return self.rows
@@ -72,7 +80,7 @@ class ShardOrder:
         f, g, _, _ = self.blocks[b]
         files = self._local.__dict__.setdefault("files", {})
         if f not in files:  # open each file (and parse its footer) once per thread, not once per row group
-            files[f] = open_verified(f)
+            files[f] = self._open(f)
         with verified(f):
             table = files[f].read_row_group(g)
         x = features_of(table, self.shards.spec)
@@ -80,6 +88,18 @@ class ShardOrder:
         label = self.shards.spec.label
         y = table.column(label).to_numpy() if label else np.zeros(table.num_rows, np.int64)
         return x, y
+
+    def _open(self, f: Path) -> pq.ParquetFile:
+        """``f`` for reading: from the store a whole file at most WHOLE_FILE_BYTES is fetched once (shared by
+        the reading threads) and read from memory; otherwise row groups are read in place."""
+        if not urls.is_remote(f) or self.sizes.get(f, WHOLE_FILE_BYTES + 1) > WHOLE_FILE_BYTES:
+            return open_verified(f)
+        with self._fetch_lock:
+            if f not in self._fetched:
+                with verified(f):
+                    self._fetched[f] = pa.py_buffer(f.read_bytes())
+        with verified(f):
+            return pq.ParquetFile(pa.BufferReader(self._fetched[f]), page_checksum_verification=True)
 
     def chunks(self, epoch: int, start_sample: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The rows of epoch ``epoch`` from row ``start_sample`` of its order, one permuted row group at a time:

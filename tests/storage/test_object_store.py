@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from pipeline.build import build_shards
 from pipeline.config import BuildConfig
 from pipeline.index import IndexConfig
-from storage import commit
+from storage import commit, stream
 from storage.errors import InputError, ManifestError
 from storage.shardset import ShardSet
 from storage.torch_dataset import AlignedShards
@@ -73,11 +73,16 @@ def test_an_index_on_s3_trains_online(bucket, tmp_path, dask_address):
     assert summary["best_accuracy"] >= 0.9 and summary["unseen_rows"] == 0, summary
 
 
-def test_a_pytorch_dataloader_reads_aligned_shards_from_s3(bucket, tmp_path, digits_shards):
+@pytest.mark.parametrize("whole_files", [True, False], ids=["files fetched whole", "row groups read in place"])
+def test_a_pytorch_dataloader_reads_aligned_shards_from_s3(whole_files, bucket, tmp_path, digits_shards,
+                                                           monkeypatch):
+    if not whole_files:
+        monkeypatch.setattr(stream, "WHOLE_FILE_BYTES", 0)
     s3fs().put(str(digits_shards), f"{bucket}/digits", recursive=True)
     local = list(DataLoader(AlignedShards(digits_shards, batch_size=32, rank=1, world_size=4), batch_size=None))
     remote = list(DataLoader(AlignedShards(f"{bucket}/digits", batch_size=32, rank=1, world_size=4),
-                             batch_size=None, num_workers=2, multiprocessing_context="spawn"))
+                             batch_size=None, **({"num_workers": 2, "multiprocessing_context": "spawn"}
+                                                 if whole_files else {})))
     assert len(local) == len(remote) > 0
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(local, remote, strict=True))
 
