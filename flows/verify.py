@@ -5,6 +5,7 @@ CRC as they read it; this also compares every file's sha256 with the manifest an
 """
 
 import sys
+from typing import Any
 
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,13 +17,15 @@ from storage.shardset import ShardSet, Verified, verify
 
 class VerifyOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    shards: str = Field(description="shard folder to verify")
+    shards: str = Field(description="shard set to verify: a local folder or an fsspec URL")
+    storage_options: dict[str, Any] | None = Field(
+        None, exclude=True, repr=False, description="fsspec keyword arguments for a URL, as JSON (never logged)")
 
 
 @flow(name="verify", log_prints=True)
 def verify_shards(options: VerifyOptions) -> Verified:
     """Verify a shard set (manifest, sizes, row counts, sha256, page checksums, finite values)."""
-    result = verify(options.shards)
+    result = verify(options.shards, storage_options=options.storage_options)
     get_run_logger().info("verified %d files, %d rows, %d bytes in %s", result.files, result.rows, result.bytes,
                           options.shards)
     return result
@@ -36,7 +39,8 @@ def main(argv=None) -> int:
 
     def command() -> int:
         options = VerifyOptions(**values)
-        ShardSet(options.shards)  # a folder that is no shard set fails here, before the Prefect server starts
+        # a folder that is no shard set fails here, before the Prefect server starts
+        ShardSet(options.shards, storage_options=options.storage_options)
         result = verify_shards(options)
         print(f"verified {options.shards}: {result.files} files, {result.rows} rows, all sha256 and page checksums "
               "match, every value finite")

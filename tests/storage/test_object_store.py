@@ -14,7 +14,7 @@ from pipeline.config import BuildConfig
 from pipeline.index import IndexConfig
 from storage import commit, stream
 from storage.errors import InputError, ManifestError
-from storage.shardset import ShardSet
+from storage.shardset import ShardSet, verify
 from storage.torch_dataset import AlignedShards
 from tests.cli_helpers import run_module
 from tests.conftest import mixture, write_parquet
@@ -59,6 +59,7 @@ def test_build_from_s3_to_s3_then_train_from_s3(bucket, tmp_path, dask_address, 
     text = s3fs().cat(f"{out}/_manifests/00000001.json").decode()
     assert SECRET not in text and "storage_options" not in json.loads(text)["config"]
     shards = ShardSet(out)
+    assert verify(out).files == len(manifest.all_files())  # every sha256 and page checksum, read from S3
     rows = np.concatenate([shards.read_shard(i)[2] for i in range(3)] + [shards.read_validation()[2]])
     assert np.array_equal(np.sort(rows), np.arange(6000)) and manifest.source.rows == 6000
     summary = simulate(TrainConfig(shards=out, out=str(tmp_path / "run"), optimizer="agn", epochs=6))
