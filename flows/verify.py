@@ -13,13 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from flows import terminal
 from storage import cli
 from storage.shardset import ShardSet, Verified, verify
+from storage.urls import storage_options_field
 
 
 class VerifyOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     shards: str = Field(description="shard set to verify: a local folder or an fsspec URL")
-    storage_options: dict[str, Any] | None = Field(
-        None, exclude=True, repr=False, description="fsspec keyword arguments for a URL, as JSON (never logged)")
+    storage_options: dict[str, Any] | None = storage_options_field("the shard set's URL")
 
 
 @flow(name="verify", log_prints=True)

@@ -8,7 +8,7 @@ from pipeline.deal import ORDERS
 from pipeline.families import FAMILIES
 from storage.dataset import DEFAULT_CHUNK_ROWS
 from storage.manifest import ROW_GROUP_ROWS
-from storage.urls import check_backend
+from storage.urls import known_backend, storage_options_field
 
 
 class BuildConfig(BaseModel):
@@ -58,16 +58,8 @@ class BuildConfig(BaseModel):
             raise ValueError(f"--workers must be >= 1 (got {v})")
         return v
 
-    storage_options: dict[str, Any] | None = Field(
-        None, exclude=True, repr=False, description="fsspec keyword arguments for --source and --out, as JSON "
-        "(e.g. '{\"client_kwargs\": {\"endpoint_url\": \"http://127.0.0.1:9000\"}}'); credentials are best left to "
-        "the backend's environment (AWS_*); never written to the manifest or the logs")
-
-    @field_validator("out", "source")
-    @classmethod
-    def _known_backend(cls, v: str, info) -> str:
-        check_backend(v, flag=f"--{info.field_name}")
-        return v
+    storage_options: dict[str, Any] | None = storage_options_field("--source and --out")
+    _known_backend = field_validator("out", "source")(known_backend)
 
     @field_validator("sample_size", "size")
     @classmethod

@@ -14,7 +14,7 @@ from pipeline.config import BuildConfig
 from pipeline.families import FAMILIES
 from storage.dataset import DEFAULT_CHUNK_ROWS
 from storage.manifest import BucketTable
-from storage.urls import check_backend
+from storage.urls import known_backend, storage_options_field
 
 # the default family size gives a mean bucket 32 steps' rows of this many workers (128 rows)
 NOMINAL_WORKERS = 4
@@ -52,16 +52,8 @@ class IndexConfig(BaseModel):
                                 "worker's bucket cache reads)")
     chunk_rows: int = Field(DEFAULT_CHUNK_ROWS, ge=1, description="rows per Dask task when reading the source")
 
-    storage_options: dict[str, Any] | None = Field(
-        None, exclude=True, repr=False, description="fsspec keyword arguments for --source and --out, as JSON "
-        "(e.g. '{\"client_kwargs\": {\"endpoint_url\": \"http://127.0.0.1:9000\"}}'); credentials are best left to "
-        "the backend's environment (AWS_*); never written to the manifest or the logs")
-
-    @field_validator("out", "source")
-    @classmethod
-    def _known_backend(cls, v: str, info) -> str:
-        check_backend(v, flag=f"--{info.field_name}")
-        return v
+    storage_options: dict[str, Any] | None = storage_options_field("--source and --out")
+    _known_backend = field_validator("out", "source")(known_backend)
 
     def build_config(self) -> BuildConfig:
         """The build steps' configuration: one output sequence, hashed (validated like build_shards')."""

@@ -42,8 +42,9 @@ def choose_shuffle(method: str, *, data_bytes: int, client) -> str:
 def _finish(target: Target, info: dict, *, records: Path | None) -> WrittenFile:
     """Runs in the writing task, once its file is complete: the file's completion record, then its result."""
     if records is not None:
-        resume.part_record(records, target.path).parent.mkdir(parents=True, exist_ok=True)
-        resume.part_record(records, target.path).write_text(json.dumps(info))
+        record = resume.part_record(records, target.path)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(info))
     return WrittenFile(target, info["rows"], info["bytes"], info["sha256"])
 
 
@@ -58,12 +59,12 @@ def write_shards(ds: SourceDataset, chunks: list[Chunk], dest: np.ndarray, *, ou
     ({path: {rows, bytes, sha256}}), not written again; ``records``: the prefix whose ``_resume/parts/`` gets each
     new file's completion record (:mod:`storage.resume`)."""
     done = done or {}
-    # each chunk's slice of dest goes to the cluster as data of its own (8 bytes a row), not through a file
-    dests = client.scatter([np.ascontiguousarray(dest[c.offset:c.offset + c.rows], np.int64) for c in chunks])
     targets, divisions = layout.targets(rows_per_part=rows_per_part)
     pending = [t.path not in done for t in targets]
     if not any(pending):
         return [_finish(t, done[t.path], records=None) for t in targets]
+    # each chunk's slice of dest goes to the cluster as data of its own (8 bytes a row), not through a file
+    dests = client.scatter([np.ascontiguousarray(dest[c.offset:c.offset + c.rows], np.int64) for c in chunks])
     method = choose_shuffle(shuffle_method, data_bytes=resident.source_bytes(ds), client=client)
     finish = functools.partial(_finish, records=records)
     if method == "blocks":

@@ -16,6 +16,7 @@ It lives below ``flows`` so that ``train.node`` and ``train.simulate`` keep it w
 import argparse
 import dataclasses
 import errno
+import json
 import logging
 import os
 import signal
@@ -68,11 +69,17 @@ def _base(annotation):
 
 
 def _json_object(text: str) -> dict:
-    from storage.urls import parse_storage_options
+    """A dict option (``--storage-options``) given as a JSON object."""
     try:
-        return parse_storage_options(text, flag="the value")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        example = '{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}'
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at character {exc.pos}); pass an object such "
+                                         f"as '{example}'") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object of fsspec keyword arguments (got "
+                                         f"{type(value).__name__})")
+    return value
 
 
 def _comma_list(text: str) -> list[str]:

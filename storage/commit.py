@@ -152,11 +152,7 @@ def _lease(folder: Path, build_id: str) -> Lease | None:
 
 
 def committed_prefixes(folder: Path) -> set[str]:
-    """The build ids of the committed versions kept in ``folder``."""
-    return _listed_prefixes(urls.folder(folder))
-
-
-def _listed_prefixes(folder: Path) -> set[str]:
+    """The build ids of the committed versions kept in ``folder`` (the newest ``KEEP_VERSIONS``)."""
     keep = set()
     for version in versions(folder)[-KEEP_VERSIONS:]:
         try:
@@ -172,7 +168,7 @@ def collect(folder: Path, *, claimed=lambda prefix: False) -> list[str]:
     ``claimed(prefix)``: True for a prefix a live build has claimed to resume (:mod:`storage.resume`)."""
     folder = urls.folder(folder)
     urls.refresh(folder)
-    keep = _listed_prefixes(folder)
+    keep = committed_prefixes(folder)
     removed = []
     for path in sorted((folder / DATA).glob("*")):
         lease = _lease(folder, path.name)

@@ -101,25 +101,12 @@ class ShardOrder:
         with verified(f):
             return pq.ParquetFile(pa.BufferReader(self._fetched[f]), page_checksum_verification=True)
 
-    def chunks(self, epoch: int, start_sample: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The rows of epoch ``epoch`` from row ``start_sample`` of its order, one permuted row group at a time:
-        (features (k, d), labels (k,)); row groups wholly before ``start_sample`` are not read."""
-        seen = 0
-        for b, perm in self.epoch_order(epoch):
-            if seen + len(perm) <= start_sample:
-                seen += len(perm)
-                continue
-            x, y = self.read_block(b)
-            skip = max(0, start_sample - seen)
-            seen += len(perm)
-            yield x[perm[skip:]], y[perm[skip:]]
-
     def batches(self, epoch: int, *, batch_size: int, start_sample: int = 0,
                 keep: Callable[[int], bool] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Epoch ``epoch`` from row ``start_sample`` of its order in batches of ``batch_size`` rows (the last may
         be short): (features float32 (k, d), labels int64 (k,)). ``keep(b)`` False skips batch b (counted from
         ``start_sample``), and a row group that holds rows of skipped batches only is not read."""
-        plan, consumed, seen = [], 0, 0  # (block, its rows in the epoch's order or None when not needed)
+        plan, consumed, seen = [], 0, 0  # (block, its rows in the epoch's order, whether any is kept)
         for b, perm in self.epoch_order(epoch):
             if seen + len(perm) <= start_sample:
                 seen += len(perm)

@@ -5,11 +5,10 @@ A folder simshard makes or reads (shard set, index) is a :class:`pathlib.Path` w
 commits both. A remote path carries its storage options (fsspec keyword arguments: ``--storage-options``)
 with it, including to Dask workers and training ranks. Credentials belong in the backend's usual environment
 (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``...) or profile; whatever the options hold, simshard writes them
-to no manifest, log or artifact (:func:`redacted` is what may be shown).
+to no manifest, log or artifact (the configs' ``storage_options`` fields are excluded from every dump).
 """
 
 import contextlib
-import json
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -19,9 +18,8 @@ from urllib.parse import urlparse
 import fsspec
 import pyarrow as pa
 import pyarrow.fs as pafs
+from pydantic import Field, ValidationInfo
 from upath import UPath
-
-SECRET_WORDS = ("key", "secret", "token", "password", "credential", "sas", "signature")
 
 
 def is_url(value: str) -> bool:
@@ -43,6 +41,22 @@ def check_backend(value: str, *, flag: str) -> None:
     except ValueError:
         raise ValueError(f"{flag} {value}: {scheme}:// is no storage fsspec knows; pass a local path or an "
                          "fsspec URL such as s3://bucket/prefix") from None
+
+
+def known_backend(value: str | None, info: ValidationInfo) -> str | None:
+    """A pydantic field validator (``field_validator("out", ...)(known_backend)``): :func:`check_backend`, the
+    flag named after the field."""
+    if value is not None:
+        check_backend(value, flag=f"--{info.field_name}")
+    return value
+
+
+def storage_options_field(what: str):
+    """The ``storage_options`` field of a config: fsspec keyword arguments for ``what``, left out of every dump
+    (so out of manifests, run folders, logs and Prefect's stored parameters)."""
+    return Field(None, exclude=True, repr=False, description=f"fsspec keyword arguments for {what}, as JSON "
+                 "(e.g. '{\"client_kwargs\": {\"endpoint_url\": \"http://127.0.0.1:9000\"}}'); credentials are "
+                 "best left to the backend's environment (AWS_*); never written to manifests, run folders or logs")
 
 
 def folder(value: "str | Path", *, storage_options: dict | None = None) -> Path:
@@ -128,40 +142,3 @@ def working_copy(value: str, *, storage_options: dict | None = None, last: str |
             yield Path(tmp)
         finally:
             upload_tree(Path(tmp), remote, last=last)
-
-
-def parse_storage_options(text: str | None, *, flag: str = "--storage-options") -> dict:
-    """``--storage-options`` JSON as a dict; ValueError naming ``flag`` when it is not a JSON object."""
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{flag} is not valid JSON ({exc.msg} at character {exc.pos}); pass an object such "
-                         'as \'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}\'') from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{flag} must be a JSON object of fsspec keyword arguments (got {type(value).__name__})")
-    return value
-
-
-def redacted(options: dict | None) -> dict:
-    """``options`` with every value whose key names a secret replaced by ``***``, at any depth."""
-    out = {}
-    for k, v in (options or {}).items():
-        if isinstance(v, dict):
-            out[k] = redacted(v)
-        else:
-            out[k] = "***" if any(w in str(k).lower() for w in SECRET_WORDS) else v
-    return out
-
-
-def local_folder(value: str, *, flag: str) -> str:
-    """``value`` as a local path (a ``file://`` URL's path); ValueError naming ``flag`` for any other URL. For the
-    folders that stay local (a training run's ``--out``, the experiment's output)."""
-    if "://" not in value:
-        return value
-    scheme = urlparse(value).scheme
-    if scheme == "file":
-        return urlparse(value).path
-    raise ValueError(f"{flag} {value}: this folder must be local (run folders are not written to object "
-                     f"stores yet); pass a local path")

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from storage.urls import check_backend
+from storage.urls import known_backend, storage_options_field
 
 OPTIMIZERS = ("downpour", "agn", "adag", "dynsgd", "aeasgd", "eamsgd", "averaging", "single")
 # communication window λ by optimizer when --window is not given (dist-keras defaults of the thesis)
@@ -72,16 +72,8 @@ class TrainConfig(BaseModel):
                                   "declared dead (multi-host runs; the local launcher sees exits at once)")
     overwrite: bool = Field(False, description="replace an existing run folder")
 
-    storage_options: dict[str, Any] | None = Field(
-        None, exclude=True, repr=False, description="fsspec keyword arguments for --shards or --index, as JSON; "
-        "credentials are best left to the backend's environment (AWS_*); never written to the run folder or logs")
-
-    @field_validator("shards", "index", "out")
-    @classmethod
-    def _known_backend(cls, v: str | None, info) -> str | None:
-        if v is not None:
-            check_backend(v, flag=f"--{info.field_name}")
-        return v
+    storage_options: dict[str, Any] | None = storage_options_field("--shards, --index and --out")
+    _known_backend = field_validator("shards", "index", "out")(known_backend)
 
     @model_validator(mode="after")
     def _one_source(self) -> "TrainConfig":
