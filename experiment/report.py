@@ -38,55 +38,141 @@ def _commits(c) -> str:
     return f"{n:.0f}" + (f" ⚑ under {MIN_COMMITS_PER_WORKER}" if n < MIN_COMMITS_PER_WORKER else "")
 
 
-def _spread(c) -> str:
-    return _fmt(*(c.get(f"final_accuracy_std_{k}", math.nan) for k in ("ratio", "low", "high")))
+def _spread(c, measure: str = "final_accuracy") -> str:
+    return _fmt(*(c.get(f"{measure}_std_{k}", math.nan) for k in ("ratio", "low", "high")))
+
+
+CELL = ["mode", "dataset", "model", "optimizer", "workers", "schedule", "lr_scale", "epochs"]
 
 
 def markdown_table(cells: pd.DataFrame) -> str:
     """One table row per cell; epochs to target with its 95 % CI and how many seeds reached it."""
-    head = ("| mode | dataset | optimizer | workers | lr× | sharding | epochs to target [95% CI] | reached | "
-            "ratio to random [95% CI] | final accuracy [95% CI] | spread of final accuracy: ratio to random "
-            "[bootstrap 95% CI] | commits per worker (min) | mean conflict (cos) | mean staleness |")
-    lines = [head, "|" + "---|" * 14]
+    head = ("| mode | dataset | model | optimizer | workers | schedule | lr× | epochs | sharding | "
+            "epochs to target [95% CI] | reached | ratio to random [95% CI] | final accuracy [95% CI] | "
+            "spread of final accuracy: ratio to random [bootstrap 95% CI] | spread of last-epoch accuracy: ratio "
+            "to random | commits per worker (min) | step tightness | mean conflict (cos) | mean staleness |")
+    lines = [head, "|" + "---|" * 19]
     for _, c in cells.iterrows():
         lines.append(
-            f"| {c['mode']} | {c.dataset} | {c.optimizer} | {c.workers} | {c.lr_scale:g} | {c.sharding} | "
-            f"{_epochs(c)} | "
+            f"| {c['mode']} | {c.dataset} | {c.model} | {c.optimizer} | {c.workers} | {c.schedule} | "
+            f"{c.lr_scale:g} | {c.epochs} | {c.sharding} | {_epochs(c)} | "
             f"{c.reached}/{c.seeds} | {_fmt(c.get('ratio_to_random'), c.get('ratio_low'), c.get('ratio_high'))} | "
             f"{_fmt(c.final_accuracy, c.final_accuracy_low, c.final_accuracy_high, 3)} | "
-            f"{_spread(c)} | "
-            f"{_commits(c)} | "
+            f"{_spread(c)} | {_spread(c, 'last_epoch_accuracy')} | {_commits(c)} | "
+            f"{_fmt(c.get('step_tightness', math.nan), math.nan, math.nan)} | "
             f"{_fmt(c.mean_conflict, math.nan, math.nan, 3)} | {_fmt(c.mean_staleness, math.nan, math.nan, 1)} |")
     return "\n".join(lines)
 
 
+def asynchronous(cells: pd.DataFrame, mode: str = "sim") -> pd.DataFrame:
+    return cells[(cells["mode"] == mode) & ~cells.optimizer.isin(["single", "averaging"])]
+
+
 def summary_table(cells: pd.DataFrame, *, mode: str = "sim") -> str:
-    """Compact view: per (dataset, optimizer, workers, lr) the epochs `random` needs and, for every other
-    sharding, its ratio to random (geometric mean [95 % CI]) or, when some seed never reached the target,
-    how many did."""
-    sub = cells[(cells["mode"] == mode) & ~cells.optimizer.isin(["single", "averaging"])]
+    """Compact view: per cell group the epochs `random` needs and, for every other sharding, its ratio to
+    random (geometric mean [95 % CI]) or how many seeds reached the target, then its spread ratio."""
+    sub = asynchronous(cells, mode)
     others = [s for s in sorted(sub.sharding.unique()) if s != "random"]
-    lines = ["| dataset | optimizer | workers | lr× | random: epochs to target | " +
-             " | ".join(f"{s}: ratio" for s in others) + " |", "|" + "---|" * (5 + len(others))]
-    for key, g in sub.groupby(["dataset", "optimizer", "workers", "lr_scale"], sort=True):
+    group = [k for k in CELL if k != "mode"]
+    lines = ["| " + " | ".join(group) + " | random: epochs to target | " +
+             " | ".join(f"{s}: epochs ratio; spread ratio" for s in others) + " |",
+             "|" + "---|" * (len(group) + 1 + len(others))]
+    for key, g in sub.groupby(group, sort=True):
         by = g.set_index("sharding")
         cols = []
         for s in others:
+            if s not in by.index:
+                cols.append("")
+                continue
             c = by.loc[s]
-            if math.isfinite(c.ratio_to_random):
-                cols.append(_fmt(c.ratio_to_random, c.ratio_low, c.ratio_high))
-            else:
-                cols.append(f"reached {c.reached}/{c.seeds}")
-        r = by.loc["random"]
-        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]:g} | {_epochs(r)} ({r.reached}/{r.seeds}) | " +
+            ratio = (_fmt(c.ratio_to_random, c.ratio_low, c.ratio_high) if math.isfinite(c.ratio_to_random)
+                     else f"reached {c.reached}/{c.seeds}")
+            cols.append(f"{ratio}; {_spread(c)}")
+        r = by.loc["random"] if "random" in by.index else None
+        shown = [f"{v:g}" if isinstance(v, float) else str(v) for v in key]
+        lines.append("| " + " | ".join(shown) + " | " +
+                     (f"{_epochs(r)} ({r.reached}/{r.seeds})" if r is not None else "–") + " | " +
                      " | ".join(cols) + " |")
     return "\n".join(lines)
 
 
-def accuracy_bands(curves: pd.DataFrame, path: Path, *, dataset: str, lr_scale: float) -> Path | None:
-    """Validation accuracy by epoch, one line per sharding with a 95 % band over seeds; a panel per
+def headline(runs: pd.DataFrame, cells: pd.DataFrame, *, mode: str = "sim") -> pd.DataFrame:
+    """Per dataset and order, pooled over its asynchronous cells: the geometric mean of the seed-paired
+    epochs-to-target ratios to random over every pair where both runs reached the target (t-interval of the
+    log ratios; pairs from different cells are treated as independent), and the geometric mean of the cells'
+    spread ratios with how many cells' bootstrap intervals lie wholly below or above 1."""
+    sub = asynchronous(cells, mode)
+    async_runs = runs[(runs["mode"] == mode) & ~runs.optimizer.isin(["single", "averaging"])]
+    group = [k for k in CELL] + ["seed"]
+    ref = async_runs[async_runs.sharding == "random"].set_index(group)
+    rows = []
+    for (dataset, order), g in sub[sub.sharding != "random"].groupby(["dataset", "sharding"], sort=True):
+        pairs = async_runs[(async_runs.dataset == dataset) & (async_runs.sharding == order)]
+        paired = ref.reindex(pd.MultiIndex.from_frame(pairs[group]))
+        both = pairs.reached.to_numpy() & paired.reached.fillna(False).to_numpy().astype(bool)
+        logs = np.log(pairs.epochs_to_target.to_numpy()[both] / paired.epochs_to_target.to_numpy()[both])
+        m, lo, hi = np.exp(mean_ci(logs)) if len(logs) else (math.nan,) * 3
+        spread = g.final_accuracy_std_ratio.to_numpy(float)
+        spread = spread[np.isfinite(spread) & (spread > 0)]
+        rows.append(dict(dataset=dataset, order=order, cells=len(g), pairs_reached=int(both.sum()),
+                         pairs=len(pairs), epochs_ratio=m, epochs_ratio_low=lo, epochs_ratio_high=hi,
+                         spread_ratio=float(np.exp(np.log(spread).mean())) if len(spread) else math.nan,
+                         spread_cells_below_1=int((g.final_accuracy_std_high < 1).sum()),
+                         spread_cells_above_1=int((g.final_accuracy_std_low > 1).sum()),
+                         step_tightness=float(g.step_tightness.mean()) if "step_tightness" in g else math.nan))
+    return pd.DataFrame(rows)
+
+
+def headline_table(head: pd.DataFrame) -> str:
+    lines = ["| dataset | order | cells | pairs where both reached the target | epochs to target: ratio to random "
+             "[95% CI] | spread of final accuracy: geometric mean of cell ratios to random | cells with spread "
+             "ratio CI below 1 / above 1 | step tightness |", "|" + "---|" * 8]
+    for _, h in head.iterrows():
+        lines.append(f"| {h.dataset} | {h.order} | {h.cells} | {h.pairs_reached}/{h.pairs} | "
+                     f"{_fmt(h.epochs_ratio, h.epochs_ratio_low, h.epochs_ratio_high)} | "
+                     f"{_fmt(h.spread_ratio, math.nan, math.nan)} | {h.spread_cells_below_1} / "
+                     f"{h.spread_cells_above_1} | {_fmt(h.step_tightness, math.nan, math.nan)} |")
+    return "\n".join(lines)
+
+
+def forest(cells: pd.DataFrame, path: Path, *, dataset: str) -> Path | None:
+    """Forest plot: per asynchronous cell, its epochs-to-target ratio and its spread ratio to random with their
+    95 % intervals, on a log axis (1 = no difference)."""
+    sub = asynchronous(cells)
+    sub = sub[(sub.dataset == dataset) & (sub.sharding != "random")]
+    if sub.empty:
+        return None
+    sub = sub.sort_values(["sharding", "optimizer", "workers", "schedule", "lr_scale", "model"])
+    labels = [f"{c.sharding} · {c.optimizer} · {c.workers}w · {c.schedule} · lr×{c.lr_scale:g} · {c.model}"
+              for c in sub.itertuples()]
+    y = np.arange(len(sub))[::-1]
+    fig, axes = plt.subplots(1, 2, sharey=True, figsize=(11, max(3.0, 0.22 * len(sub) + 1.2)))
+    for ax, (col, lo, hi, title) in zip(axes, [
+            ("ratio_to_random", "ratio_low", "ratio_high", "epochs to target / random"),
+            ("final_accuracy_std_ratio", "final_accuracy_std_low", "final_accuracy_std_high",
+             "spread of final accuracy / random")]):
+        m = sub[col].to_numpy(float)
+        err = np.array([m - sub[lo].to_numpy(float), sub[hi].to_numpy(float) - m])
+        ok = np.isfinite(m)
+        ax.errorbar(m[ok], y[ok], xerr=np.nan_to_num(err[:, ok]), fmt="o", ms=3, capsize=2, lw=1)
+        ax.axvline(1.0, color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3, axis="x")
+    axes[0].set_yticks(y, labels, fontsize=6)
+    fig.suptitle(f"{dataset}: ratios to random shards, 95 % intervals (missing: censored or no spread)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def accuracy_bands(curves: pd.DataFrame, path: Path, *, dataset: str, model: str, schedule: str, lr_scale: float,
+                   epochs: int) -> Path | None:
+    """Validation accuracy by epoch, one line per order (sharding) with a 95 % band over seeds; a panel per
     (workers, optimizer)."""
-    sub = curves[(curves.dataset == dataset) & (curves.lr_scale == lr_scale) & (curves["mode"] == "sim")
+    sub = curves[(curves.dataset == dataset) & (curves.model == model) & (curves.schedule == schedule)
+                 & (curves.lr_scale == lr_scale) & (curves.epochs == epochs) & (curves["mode"] == "sim")
                  & ~curves.optimizer.isin(["single", "averaging"])]
     if sub.empty:
         return None
@@ -103,45 +189,12 @@ def accuracy_bands(curves: pd.DataFrame, path: Path, *, dataset: str, lr_scale: 
             ax.plot(grid, stats[:, 0], label=sharding, lw=1.2)
             ax.fill_between(grid, stats[:, 1], stats[:, 2], alpha=0.2)
         ax.set_title(f"{opt}, {w} workers", fontsize=9)
-        ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.supxlabel("epoch")
     fig.supylabel("validation accuracy")
-    fig.suptitle(f"{dataset}, lr × {lr_scale:g}: mean and 95 % interval over seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
-
-
-def epochs_bars(cells: pd.DataFrame, path: Path, *, dataset: str) -> Path | None:
-    sub = cells[(cells.dataset == dataset) & (cells["mode"] == "sim") & ~cells.optimizer.isin(["single"])]
-    if sub.empty:
-        return None
-    panels = sorted({(o, lr) for o, lr in zip(sub.optimizer, sub.lr_scale)})
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(6.0, 3.4 * len(panels)), 3.6), squeeze=False,
-                             sharey=True)
-    for ax, (opt, lr) in zip(axes[0], panels):
-        p = sub[(sub.optimizer == opt) & (sub.lr_scale == lr)]
-        shardings, workers = sorted(p.sharding.unique()), sorted(p.workers.unique())
-        width = 0.8 / len(workers)
-        for k, w in enumerate(workers):
-            q = p[p.workers == w].set_index("sharding").reindex(shardings)
-            err = np.array([q.epochs_to_target - q.epochs_to_target_low, q.epochs_to_target_high - q.epochs_to_target])
-            bars = ax.bar(np.arange(len(shardings)) + k * width, q.epochs_to_target, width,
-                          yerr=np.nan_to_num(err), label=f"{w} workers", capsize=2)
-            for bar, reached, seeds in zip(bars, q.reached, q.seeds):
-                if reached < seeds:  # censored: some seed never reached the target
-                    bar.set_hatch("//")
-                    bar.set_alpha(0.5)
-                ax.annotate(f"{reached}/{seeds}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                            ha="center", va="bottom", fontsize=6)
-        ax.set_xticks(np.arange(len(shardings)) + 0.4 - width / 2, shardings, rotation=60, fontsize=7)
-        ax.set_title(f"{opt}, lr × {lr:g}", fontsize=9)
-    axes[0][0].set_ylabel("epochs to target (hatched: censored)")
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{dataset}: epochs to target, mean and 95 % interval")
+    fig.suptitle(f"{dataset}, {model}, {schedule}, lr × {lr_scale:g}: mean and 95 % interval over seeds",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -150,16 +203,23 @@ def epochs_bars(cells: pd.DataFrame, path: Path, *, dataset: str) -> Path | None
 
 def write_report(out: Path, runs: pd.DataFrame, curves: pd.DataFrame, cells: pd.DataFrame, *, header: str
                  ) -> list[Path]:
+    """results.parquet (a row per run), curves.parquet, cells.parquet, headline.parquet, results.md and the
+    plots: accuracy with seed bands per order, and a forest plot of the ratios per dataset."""
     runs.to_parquet(out / "results.parquet", index=False)
     curves.to_parquet(out / "curves.parquet", index=False)
     cells.to_parquet(out / "cells.parquet", index=False)
+    head = headline(runs, cells)
+    head.to_parquet(out / "headline.parquet", index=False)
     pngs = []
+    panels = asynchronous(cells)[["dataset", "model", "schedule", "lr_scale", "epochs"]].drop_duplicates()
+    for p in panels.sort_values(list(panels.columns)).itertuples(index=False):
+        name = f"accuracy-{p.dataset}-{p.model}-{p.schedule}-lr{p.lr_scale:g}-e{p.epochs}.png"
+        pngs.append(accuracy_bands(curves, out / name, **p._asdict()))
     for d in sorted(runs.dataset.unique()):
-        for lr in sorted(runs.lr_scale.unique()):
-            pngs.append(accuracy_bands(curves, out / f"accuracy-{d}-lr{lr:g}.png", dataset=d, lr_scale=lr))
-        pngs.append(epochs_bars(cells, out / f"epochs-to-target-{d}.png", dataset=d))
+        pngs.append(forest(cells, out / f"forest-{d}.png", dataset=d))
     pngs = [p for p in pngs if p is not None]
-    (out / "results.md").write_text(header + "\n\n## Summary\n\n" + summary_table(cells) + "\n\n## All cells\n\n" +
-                                    markdown_table(cells) + "\n\n" +
-                                    "\n".join(f"![{p.name}]({p.name})" for p in pngs) + "\n")
+    (out / "results.md").write_text(
+        header + "\n\n## Headline\n\n" + headline_table(head) + "\n\n## Summary\n\n" + summary_table(cells) +
+        "\n\n## All cells\n\n" + markdown_table(cells) + "\n\n" +
+        "\n".join(f"![{p.name}]({p.name})" for p in pngs) + "\n")
     return pngs

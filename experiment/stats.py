@@ -38,6 +38,8 @@ def std_ratio_ci(values, reference, *, seed: int = 0, confidence: float = 0.95) 
     a, b = a[ok], b[ok]
     if len(a) < 3 or b.std(ddof=1) == 0:
         return math.nan, math.nan, math.nan
+    if np.array_equal(a, b):  # the reference against itself: its bootstrap distribution is one point
+        return 1.0, 1.0, 1.0
 
     def ratio(x, y, axis=-1):
         sy = np.std(y, ddof=1, axis=axis)
@@ -49,8 +51,9 @@ def std_ratio_ci(values, reference, *, seed: int = 0, confidence: float = 0.95) 
 
 
 def aggregate(runs: pd.DataFrame, *, keys: list[str], reference: str = "random",
-              measures=("epochs_to_target", "final_accuracy", "auc", "mean_conflict", "mean_staleness",
-                        "wall_seconds"), spread=("final_accuracy", "last_epoch_accuracy")) -> pd.DataFrame:
+              measures=("epochs_to_target", "final_accuracy", "best_accuracy", "auc", "mean_conflict",
+                        "mean_staleness", "step_tightness", "commits_per_worker", "wall_seconds"),
+              spread=("final_accuracy", "last_epoch_accuracy")) -> pd.DataFrame:
     """One row per cell (``keys`` without ``seed``): per measure its mean/low/high over seeds, the number of
     seeds that reached the target, and the seed-paired ratio of epochs_to_target to the ``reference``
     sharding of the same cell: the geometric mean of the per-seed ratios with its interval (the t-interval of
@@ -65,8 +68,8 @@ def aggregate(runs: pd.DataFrame, *, keys: list[str], reference: str = "random",
         row = dict(zip(keys, cell if isinstance(cell, tuple) else (cell,)))
         row["seeds"] = int(group.seed.nunique())
         row["reached"] = int(group.reached.sum())
-        for m in measures:
-            row[m], row[m + "_low"], row[m + "_high"] = mean_ci(group[m])
+        for m in (m for m in measures if m in group):
+            row[m], row[m + "_low"], row[m + "_high"] = mean_ci(group[m].astype(float))
         if reference in set(runs.sharding):
             idx = [tuple(row[k] for k in keys if k != "sharding") + (s,) for s in group.seed]
             paired = ref.reindex(idx)

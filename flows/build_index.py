@@ -25,7 +25,8 @@ def build_index(config: IndexConfig = IndexConfig()) -> Manifest:
     logger = get_run_logger()
     build = config.build_config()
     progress = ProgressReporter(f"build_index {config.source} -> {config.out}")
-    manifest = steps.build_shards(build, progress=progress, run_step=prefect_step, kind="index")
+    with cli.cleanup_boundary():
+        manifest = steps.build_shards(build, progress=progress, run_step=prefect_step, kind="index")
     progress.set(100)
     png = bucket_sizes_png(manifest, steps.output_folder(build) / "bucket_sizes.png")
     title = f"Index quality for {config.source} ({config.family})"

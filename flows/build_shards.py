@@ -37,7 +37,8 @@ def build_shards(config: BuildConfig = BuildConfig()) -> Manifest:
     """Shard a Parquet dataset into N similarity-aligned per-worker shards; returns the manifest."""
     logger = get_run_logger()
     progress = ProgressReporter(f"build_shards {config.source} -> {config.out}")
-    manifest = steps.build_shards(config, progress=progress, run_step=prefect_step)
+    with cli.cleanup_boundary():
+        manifest = steps.build_shards(config, progress=progress, run_step=prefect_step)
     progress.set(100)
     png = shard_stats_png(manifest, steps.output_folder(config) / "shard_stats.png")
     title = f"Shard quality for {config.source} ({config.order}, {config.family}, N={config.workers})"

@@ -20,7 +20,8 @@ from train.launcher import launch
 
 @task(name="train-rpc", cache_policy=NO_CACHE)
 def train_task(config: TrainConfig, progress) -> dict:
-    return launch(config, progress=progress)
+    with cli.cleanup_boundary():
+        return launch(config, progress=progress)
 
 
 def target_text(summary: dict) -> str:

@@ -34,7 +34,10 @@ def dask_client(address: str | None = None, *, n_workers: int = 2, threads_per_w
     # without a dashboard, Dask still serves its health/metrics routes: on a free loopback port, not 8787
     # in-process workers talk over inproc:// (no socket at all); worker processes over TCP on loopback
     network = {"host": "127.0.0.1"} if processes else {}
-    with LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=processes, **network,
+    # worker processes leave Ctrl-C to the driver, which closes the cluster in order
+    workers = {"preload": ["pipeline.worker_setup"]} if processes else {}
+    with LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=processes,
+                      **network, **workers,
                       dashboard_address="127.0.0.1:0" if dashboard else None,
                       scheduler_kwargs=None if dashboard else {"dashboard_address": "127.0.0.1:0"},
                       memory_limit=memory_limit, local_directory=local_directory) as cluster, \

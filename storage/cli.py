@@ -14,6 +14,7 @@ It lives below ``flows`` so that ``train.node`` and ``train.simulate`` keep it w
 """
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import json
@@ -25,7 +26,7 @@ import threading
 import types
 import typing
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
@@ -34,10 +35,12 @@ from storage.errors import InputError, ManifestError, SimshardError
 
 LOG_LEVELS = ("debug", "info", "warning")
 INTERRUPT_GRACE_S = 10.0
+AFTER_CLEANUP_GRACE_S = 1.5
 # set by the first Ctrl-C: long loops (the training launcher) check it, in case a library call swallowed the
 # KeyboardInterrupt (Prefect's HTTP client retrying against a temporary server that Ctrl-C also stopped)
 INTERRUPTED = threading.Event()
 _reported = threading.Event()
+_exit_timer: list[threading.Timer | None] = [None]
 
 
 class Parser(argparse.ArgumentParser):
@@ -167,20 +170,41 @@ def _report_interrupt() -> None:
         print("error: interrupted", file=sys.stderr, flush=True)
 
 
+def _exit_in(seconds: float) -> None:
+    """(Re)arm the one timer that reports the interrupt and exits with 130 after ``seconds``."""
+
+    def too_slow() -> None:
+        _report_interrupt()
+        os._exit(130)
+
+    old, _exit_timer[0] = _exit_timer[0], threading.Timer(seconds, too_slow)
+    if old is not None:
+        old.cancel()
+    _exit_timer[0].daemon = True
+    _exit_timer[0].start()
+
+
 def _on_sigint(signum, frame) -> None:
     if INTERRUPTED.is_set():  # a second Ctrl-C: leave now
         _report_interrupt()
         os._exit(130)
     INTERRUPTED.set()
-
-    def too_slow() -> None:  # the cleanup (stopping ranks, closing Dask) got stuck: exit anyway
-        _report_interrupt()
-        os._exit(130)
-
-    timer = threading.Timer(INTERRUPT_GRACE_S, too_slow)
-    timer.daemon = True
-    timer.start()
+    _exit_in(INTERRUPT_GRACE_S)  # the cleanup (stopping ranks, closing Dask) got stuck: exit anyway
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def cleanup_boundary() -> Iterator[None]:
+    """Wrap the work whose own cleanup (``finally`` blocks that stop processes) must run on Ctrl-C. Once
+    KeyboardInterrupt has unwound out of it, that cleanup is done, and what is left gets AFTER_CLEANUP_GRACE_S
+    instead of the rest of INTERRUPT_GRACE_S: in practice Prefect retrying to report the crash to its
+    temporary server, which sits in the same process group and was stopped by the same Ctrl-C."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if INTERRUPTED.is_set():
+            _exit_in(AFTER_CLEANUP_GRACE_S)
+        raise
 
 
 def install_interrupt_handler() -> None:

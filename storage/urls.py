@@ -130,14 +130,21 @@ def upload_tree(local: Path, remote: Path, *, last: str | None = None) -> int:
 
 
 @contextlib.contextmanager
-def working_copy(value: str, *, storage_options: dict | None = None, last: str | None = None) -> Iterator[Path]:
+def working_copy(value: str, *, storage_options: dict | None = None, last: str | None = None,
+                 keep: str | None = None) -> Iterator[Path]:
     """A local folder to write an output into: ``value`` itself when local; for a URL a temporary folder whose
-    files are uploaded to it when the block ends (``last`` after the others), whether it ends well or not."""
+    files are uploaded to it when the block ends (``last`` after the others), whether it ends well or not.
+    ``keep``: a subfolder whose files already at the URL are downloaded into the copy first (to resume)."""
     if not is_url(value):
         yield folder(value)
         return
     remote = folder(value, storage_options=storage_options)
     with tempfile.TemporaryDirectory(prefix="simshard-out-") as tmp:
+        if keep and (remote / keep).is_dir():
+            for path in (p for p in (remote / keep).rglob("*") if p.is_file()):
+                target = Path(tmp) / keep / path.relative_to(remote / keep).as_posix()
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(path.read_bytes())
         try:
             yield Path(tmp)
         finally:

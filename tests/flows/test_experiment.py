@@ -10,7 +10,8 @@ from tests.s3_fixtures import s3fs
 
 
 def test_quick_experiment_table_and_intervals(prefect_server, bucket, tmp_path, monkeypatch):
-    """The quick grid, its results written to the moto S3 server (uploaded when the grid has run)."""
+    """The quick grid, its results written to the moto S3 server (uploaded when the grid has run); a rerun
+    into the same URL finds every run's record there and trains nothing."""
     from prefect.artifacts import Artifact
 
     from flows.experiment import main
@@ -41,3 +42,9 @@ def test_quick_experiment_table_and_intervals(prefect_server, bucket, tmp_path, 
     assert md.count("| sim | digits |") == len(cells) and f"--out {out}" in md
     assert s3fs().glob(f"{out}/*.png")
     assert Artifact.get("experiment-results") is not None
+    records = s3fs().cat(s3fs().glob(f"{out}/runs/*.json"))
+    assert len(records) == len(runs)
+    assert main(["--quick", "--out", out]) == 0
+    # a run trained again would differ at least in its wall_seconds
+    assert s3fs().cat(s3fs().glob(f"{out}/runs/*.json")) == records
+    pd.testing.assert_frame_equal(pd.read_parquet(f"{out}/results.parquet"), runs)

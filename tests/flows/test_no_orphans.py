@@ -79,3 +79,29 @@ def test_ranks_leave_when_a_bare_launcher_is_killed(blob_shards, tmp_path):
     proc = start(["-c", code], tmp_path)
     wait_for_training(tmp_path / "run", proc)
     kill_and_assert_no_orphans(proc, expect=["spawn_main"])
+
+
+def test_ctrl_c_on_a_build_is_one_line_and_leaves_no_process(tmp_path):
+    """Ctrl-C reaches the whole foreground group, Dask's worker processes too: they leave it to the driver, so
+    stderr is one line (no worker tracebacks), and the driver exits 130 soon after its own cleanup."""
+    source = "demo:blobs?rows=300000&dim=32&clusters=16&seed=3"
+    demo.materialise(source)
+    proc = subprocess.Popen([sys.executable, "-m", "flows.build_shards", "--source", source, "--out",
+                             str(tmp_path / "shards"), "--dask-cluster", "processes"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        wait_for_line(proc, "Dask LocalCluster")
+        kids = psutil.Process(proc.pid).children(recursive=True)
+        assert any("spawn_main" in " ".join(k.cmdline()) for k in kids)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(30) == 130
+        assert proc.stderr.read() == "error: interrupted\n"
+        _, alive = psutil.wait_procs(kids, timeout=GONE_WITHIN_S)
+        assert not alive, "; ".join(" ".join(p.cmdline())[:100] for p in alive)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
