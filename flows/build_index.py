@@ -12,6 +12,7 @@ from prefect import flow, get_run_logger
 from flows import terminal
 from flows.build_shards import prefect_step
 from flows.reporting import ProgressReporter, markdown_artifact, png_markdown, rounded, table_artifact
+from flows.temporary_server import temporary_server
 from pipeline import build as steps
 from pipeline.index import IndexConfig
 from pipeline.plots import bucket_sizes_png
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     def command() -> int:
         config = IndexConfig(**values)
         steps.check(config.build_config())  # bad input fails here, before the Prefect server or Dask starts
-        manifest = build_index(config=config)
+        with temporary_server():
+            manifest = build_index(config=config)
         print(summary_text(manifest, config.out))
         return 0
 

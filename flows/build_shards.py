@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import terminal
 from flows.reporting import ProgressReporter, markdown_artifact, png_markdown, rounded, table_artifact
+from flows.temporary_server import temporary_server
 from pipeline import build as steps
 from pipeline.config import BuildConfig
 from pipeline.plots import shard_stats_png
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     def command() -> int:
         config = BuildConfig(**values)
         steps.check(config)  # bad input fails here, before the Prefect server or Dask starts
-        manifest = build_shards(config=config)
+        with temporary_server():
+            manifest = build_shards(config=config)
         print(summary_text(manifest, config.out))
         return 0
 

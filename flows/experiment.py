@@ -22,6 +22,7 @@ from experiment.report import write_report
 from experiment.runner import run_experiment
 from flows import terminal
 from flows.reporting import ProgressReporter, markdown_artifact, png_markdown, table_artifact
+from flows.temporary_server import temporary_server
 from pipeline.daskrt import dask_client
 from storage import cli, urls
 from storage.errors import InputError
@@ -138,7 +139,8 @@ def main(argv=None) -> int:
             urls.check_backend(options.out, flag="--out")
         except ValueError as exc:
             raise InputError(str(exc)) from None
-        path = experiment(config=grid, out=options.out, part=options.part_numbers())
+        with temporary_server():
+            path = experiment(config=grid, out=options.out, part=options.part_numbers())
         if path is None:
             print(f"part {options.part} done; other parts' runs are still missing in {options.out}: run them, "
                   "then run once more without --part to write the results")

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from flows import terminal
 from flows.build_shards import build_shards
 from flows.reporting import rounded
+from flows.temporary_server import temporary_server
 from flows.train import target_text, train
 from pipeline import build as steps
 from pipeline.config import BuildConfig
@@ -99,7 +100,8 @@ def main(argv=None) -> int:
         except json.JSONDecodeError as exc:
             raise InputError(f"--config {options.config} is not valid JSON: {exc}") from None
         steps.check(config.build)  # bad input fails here, before the Prefect server or Dask starts
-        summary = pipeline(config=config)
+        with temporary_server():
+            summary = pipeline(config=config)
         print(f"pipeline done: {summary['optimizer']} on {config.build.out}: final accuracy "
               f"{summary['final_accuracy']:.4f}, {target_text(summary)}; run in {config.train.out}")
         return 0

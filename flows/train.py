@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import terminal
 from flows.reporting import ProgressReporter, markdown_artifact, png_markdown, rounded, table_artifact
+from flows.temporary_server import temporary_server
 from storage import cli, urls
 from train import session
 from train.config import TrainConfig
@@ -82,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def command() -> int:
         config = preflight(TrainConfig(**values))
-        print(summary_line(train(config=config), config.out))
+        with temporary_server():
+            summary = train(config=config)
+        print(summary_line(summary, config.out))
         return 0
 
     return cli.run(command, debug=common.debug)

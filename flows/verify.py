@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows import terminal
+from flows.temporary_server import temporary_server
 from storage import cli
 from storage.shardset import ShardSet, Verified, verify
 from storage.urls import storage_options_field
@@ -41,7 +42,8 @@ def main(argv=None) -> int:
         options = VerifyOptions(**values)
         # a folder that is no shard set fails here, before the Prefect server starts
         ShardSet(options.shards, storage_options=options.storage_options)
-        result = verify_shards(options)
+        with temporary_server():
+            result = verify_shards(options)
         print(f"verified {options.shards}: {result.files} files, {result.rows} rows, all sha256 and page checksums "
               "match, every value finite")
         return 0
