@@ -6,6 +6,7 @@ the cell reports how many of its seeds reached the target; it is never dropped a
 """
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -45,9 +46,40 @@ def std_ratio_ci(values, reference, *, seed: int = 0, confidence: float = 0.95) 
         sy = np.std(y, ddof=1, axis=axis)
         return np.std(x, ddof=1, axis=axis) / np.where(sy > 0, sy, np.nan)
 
-    res = stats.bootstrap((a, b), ratio, paired=True, vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES,
-                          confidence_level=confidence, method="percentile", random_state=seed)
+    with warnings.catch_warnings():  # few seeds make many resamples alike; the percentile interval still holds
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap((a, b), ratio, paired=True, vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES,
+                              confidence_level=confidence, method="percentile", random_state=seed)
     return float(ratio(a, b)), float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def pooled_std_ratio_ci(pairs: list[tuple[np.ndarray, np.ndarray]], *, seed: int = 0,
+                        confidence: float = 0.95) -> tuple[float, float, float, int]:
+    """(ratio, low, high, cells): over several cells, each a pair (values, reference) of per-seed values in
+    the same seed order, the geometric mean of the cells' ratios of standard deviations, with a stratified
+    paired percentile bootstrap interval (seeds resampled within each cell, each cell's pair together). Cells
+    with fewer than 3 seeds or a reference that does not vary are left out; ``cells`` counts those kept."""
+    rng = np.random.default_rng(seed)
+    kept, logs = 0, np.zeros(BOOTSTRAP_RESAMPLES)
+    point = 0.0
+    for a, b in pairs:
+        a, b = np.asarray(a, float), np.asarray(b, float)
+        ok = np.isfinite(a) & np.isfinite(b)
+        a, b = a[ok], b[ok]
+        if len(a) < 3 or b.std(ddof=1) == 0:
+            continue
+        kept += 1
+        point += math.log(max(a.std(ddof=1), 1e-300) / b.std(ddof=1))
+        idx = rng.integers(0, len(a), size=(BOOTSTRAP_RESAMPLES, len(a)))
+        sa, sb = a[idx].std(axis=1, ddof=1), b[idx].std(axis=1, ddof=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs += np.log(np.maximum(sa, 1e-300) / sb)  # a resample with no spread in b: inf, dropped below
+    if kept == 0:
+        return math.nan, math.nan, math.nan, 0
+    logs = logs[np.isfinite(logs)] / kept
+    alpha = (1 - confidence) / 2
+    return (math.exp(point / kept), float(np.exp(np.quantile(logs, alpha))),
+            float(np.exp(np.quantile(logs, 1 - alpha))), kept)
 
 
 def aggregate(runs: pd.DataFrame, *, keys: list[str], reference: str = "random",

@@ -56,3 +56,17 @@ def test_spread_ratio_is_the_ratio_of_standard_deviations_with_a_bootstrap_inter
     assert a.final_accuracy_std_low < a.final_accuracy_std_ratio < a.final_accuracy_std_high < 1
     assert cells.loc["random", "final_accuracy_std_ratio"] == 1.0
     assert a.min_commits_per_worker == 90 and "last_epoch_accuracy_std" not in cells
+
+
+def test_pooled_spread_ratio_is_the_geometric_mean_of_cell_ratios_with_a_stratified_interval():
+    from experiment.stats import pooled_std_ratio_ci
+
+    rng = np.random.default_rng(1)
+    steady = [(rng.normal(0, 0.01, 10), rng.normal(0, 0.03, 10)) for _ in range(4)]  # a third of the spread
+    ratio, low, high, cells = pooled_std_ratio_ci(steady + [(np.ones(2), np.zeros(2))])  # the last: too few seeds
+    expected = math.exp(np.mean([math.log(a.std(ddof=1) / b.std(ddof=1)) for a, b in steady]))
+    assert cells == 4 and math.isclose(ratio, expected)
+    assert low < ratio < high < 1
+    alike = [(rng.normal(0, 0.02, 10), rng.normal(0, 0.02, 10)) for _ in range(6)]  # the same spread
+    _, lo, hi, _ = pooled_std_ratio_ci(alike)
+    assert lo < 1 < hi
