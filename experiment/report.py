@@ -220,8 +220,13 @@ def write_report(out: Path, runs: pd.DataFrame, curves: pd.DataFrame, cells: pd.
     for d in sorted(runs.dataset.unique()):
         pngs.append(forest(cells, out / f"forest-{d}.png", dataset=d))
     pngs = [p for p in pngs if p is not None]
+    rpc = ""
+    if (runs["mode"] == "rpc").any():
+        rpc = ("\n\n## Real RPC check\n\nThe same measures over real torch.distributed.rpc processes, beside the "
+               "simulator's cell of the same settings (in the summary below).\n\n" +
+               headline_table(headline(runs, cells, mode="rpc")) + "\n\n" + summary_table(cells, mode="rpc"))
     (out / "results.md").write_text(
-        header + "\n\n## Headline\n\n" + headline_table(head) + "\n\n## Summary\n\n" + summary_table(cells) +
+        header + "\n\n## Headline\n\n" + headline_table(head) + rpc + "\n\n## Summary\n\n" + summary_table(cells) +
         "\n\n## All cells\n\n" + markdown_table(cells) + "\n\n" +
         "\n".join(f"![{p.name}]({p.name})" for p in pngs) + "\n")
     return pngs
