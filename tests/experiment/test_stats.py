@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from experiment.stats import aggregate, mean_ci
+from experiment.stats import aggregate, mean_ci, std_ratio_ci
 
 
 def test_mean_ci_is_the_student_t_interval():
@@ -56,6 +56,9 @@ def test_spread_ratio_is_the_ratio_of_standard_deviations_with_a_bootstrap_inter
     assert a.final_accuracy_std_low < a.final_accuracy_std_ratio < a.final_accuracy_std_high < 1
     assert cells.loc["random", "final_accuracy_std_ratio"] == 1.0
     assert a.min_commits_per_worker == 90 and "last_epoch_accuracy_std" not in cells
+    # five seeds: some resamples repeat one seed (no spread), the interval still exists
+    ratio, low, high = std_ratio_ci(aligned_acc[:5], random_acc[:5])
+    assert low <= ratio <= high and math.isfinite(low)
 
 
 def test_pooled_spread_ratio_is_the_geometric_mean_of_cell_ratios_with_a_stratified_interval():
