@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 from experiment.stats import mean_ci, pooled_std_ratio_ci  # noqa: E402
 
 MIN_COMMITS_PER_WORKER = 100  # below this a cell barely trains asynchronously (issue #16): it is flagged
+MIN_SEEDS_FOR_SPREAD = 10  # the headline's spread ratio pools only cells with this many seeds (issue #16)
 
 
 def _fmt(m, lo, hi, digits=2) -> str:
@@ -101,7 +102,8 @@ def headline(runs: pd.DataFrame, cells: pd.DataFrame, *, mode: str = "sim") -> p
     epochs-to-target ratios to random over every pair where both runs reached the target (t-interval of the
     log ratios; pairs from different cells are treated as independent), and the geometric mean of the cells'
     spread ratios (final accuracy's standard deviation over seeds, to random's) with a stratified bootstrap
-    interval (:func:`pooled_std_ratio_ci`) and how many cells' own intervals lie wholly below or above 1."""
+    interval (:func:`pooled_std_ratio_ci`) over the cells with at least MIN_SEEDS_FOR_SPREAD seeds, and how many
+    cells' own intervals lie wholly below or above 1."""
     sub = asynchronous(cells, mode)
     async_runs = runs[(runs["mode"] == mode) & ~runs.optimizer.isin(["single", "averaging"])]
     group = [k for k in CELL] + ["seed"]
@@ -115,8 +117,11 @@ def headline(runs: pd.DataFrame, cells: pd.DataFrame, *, mode: str = "sim") -> p
         m, lo, hi = np.exp(mean_ci(logs)) if len(logs) else (math.nan,) * 3
         by_cell = pairs.assign(reference=paired.final_accuracy.to_numpy()).groupby(CELL)
         spread, spread_lo, spread_hi, _ = pooled_std_ratio_ci(
-            [(c.final_accuracy.to_numpy(), c.reference.to_numpy()) for _, c in by_cell])
-        rows.append(dict(dataset=dataset, order=order, cells=len(g), pairs_reached=int(both.sum()),
+            [(c.final_accuracy.to_numpy(), c.reference.to_numpy()) for _, c in by_cell
+             if c.seed.nunique() >= MIN_SEEDS_FOR_SPREAD])
+        spread_cells = int((g.seeds >= MIN_SEEDS_FOR_SPREAD).sum())
+        rows.append(dict(dataset=dataset, order=order, cells=len(g), spread_cells=spread_cells,
+                         pairs_reached=int(both.sum()),
                          pairs=len(pairs), epochs_ratio=m, epochs_ratio_low=lo, epochs_ratio_high=hi,
                          spread_ratio=spread, spread_ratio_low=spread_lo, spread_ratio_high=spread_hi,
                          spread_cells_below_1=int((g.final_accuracy_std_high < 1).sum()),
@@ -127,12 +132,14 @@ def headline(runs: pd.DataFrame, cells: pd.DataFrame, *, mode: str = "sim") -> p
 
 def headline_table(head: pd.DataFrame) -> str:
     lines = ["| dataset | order | cells | pairs where both reached the target | epochs to target: ratio to random "
-             "[95% CI] | spread of final accuracy: ratio to random, geometric mean over cells [bootstrap 95% CI] | "
-             "cells with spread ratio CI below 1 / above 1 | step tightness |", "|" + "---|" * 8]
+             f"[95% CI] | spread of final accuracy: ratio to random, geometric mean over the cells of ≥ "
+             f"{MIN_SEEDS_FOR_SPREAD} seeds [bootstrap 95% CI] (cells) | cells with spread ratio CI below 1 / "
+             "above 1 | step tightness |", "|" + "---|" * 8]
     for _, h in head.iterrows():
         lines.append(f"| {h.dataset} | {h.order} | {h.cells} | {h.pairs_reached}/{h.pairs} | "
                      f"{_fmt(h.epochs_ratio, h.epochs_ratio_low, h.epochs_ratio_high)} | "
-                     f"{_fmt(h.spread_ratio, h.spread_ratio_low, h.spread_ratio_high)} | {h.spread_cells_below_1} / "
+                     f"{_fmt(h.spread_ratio, h.spread_ratio_low, h.spread_ratio_high)} ({h.spread_cells}) | "
+                     f"{h.spread_cells_below_1} / "
                      f"{h.spread_cells_above_1} | {_fmt(h.step_tightness, math.nan, math.nan)} |")
     return "\n".join(lines)
 
