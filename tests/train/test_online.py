@@ -8,6 +8,7 @@ import pytest
 from pipeline.build import build_shards
 from pipeline.config import BuildConfig
 from storage.coordinator import Coordinator
+from storage.errors import TrainError
 from storage.index import BucketIndex
 from storage.shardset import ShardSet
 from tests.train.test_rpc_training import BARS, KillWhen
@@ -97,6 +98,16 @@ def test_a_killed_worker_releases_its_claims(blob_index, tmp_path, no_leftover_p
     # the survivors use the rest of every epoch; only what worker 1 drew and never committed is unseen
     assert 0 <= summary["unseen_rows"] <= 2 * summary["window"] * config.batch_size, summary
     assert summary["final_accuracy"] > 0.7
+
+
+def test_a_killed_parameter_server_and_its_coordinator_stop_the_workers(blob_index, tmp_path, no_leftover_processes):
+    """The coordinator lives in the parameter server: killing it stops every worker with one clear error."""
+    kill = KillWhen("ps", epoch=0.5)
+    with pytest.raises(TrainError, match=r"parameter server exited with code -9; workers stopped "
+                                         r"\(worker 0: 1, worker 1: 1, worker 2: 1\)"):
+        launch(TrainConfig(index=str(blob_index), out=str(tmp_path / "run"), workers=3, epochs=200, eval_every=20),
+               on_started=kill.started, on_progress=kill.progress)
+    assert kill.killed_at is not None
 
 
 @pytest.mark.parametrize("optimizer", list(BARS))
