@@ -227,8 +227,13 @@ def run(command: Callable[[], int | None], *, debug: bool) -> int:
         return 130
     except SystemExit:
         raise
-    except Exception as exc:  # noqa: BLE001 - every failure becomes one line unless --debug
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes one line unless --debug
         if debug:
+            raise
+        if INTERRUPTED.is_set():  # a library turned the Ctrl-C into an error of its own (a cancelled future…)
+            _report_interrupt()
+            return 130
+        if not isinstance(exc, Exception):
             raise
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return exit_code(exc)

@@ -96,8 +96,8 @@ def test_ctrl_c_on_a_build_is_one_line_and_leaves_no_process(tmp_path):
         kids = psutil.Process(proc.pid).children(recursive=True)
         assert any("spawn_main" in " ".join(k.cmdline()) for k in kids)
         os.killpg(proc.pid, signal.SIGINT)
-        assert proc.wait(30) == 130
-        assert proc.stderr.read() == "error: interrupted\n"
+        code, stderr = proc.wait(30), proc.stderr.read()
+        assert (code, stderr) == (130, "error: interrupted\n")
         _, alive = psutil.wait_procs(kids, timeout=GONE_WITHIN_S)
         assert not alive, "; ".join(" ".join(p.cmdline())[:100] for p in alive)
     finally:
