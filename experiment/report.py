@@ -161,9 +161,11 @@ def forest(cells: pd.DataFrame, path: Path, *, dataset: str) -> Path | None:
             ("final_accuracy_std_ratio", "final_accuracy_std_low", "final_accuracy_std_high",
              "spread of final accuracy / random")]):
         m = sub[col].to_numpy(float)
-        err = np.array([m - sub[lo].to_numpy(float), sub[hi].to_numpy(float) - m])
+        with np.errstate(invalid="ignore"):  # an unbounded interval (inf) gets no bar rather than an overflow
+            err = np.array([m - sub[lo].to_numpy(float), sub[hi].to_numpy(float) - m])
         ok = np.isfinite(m)
-        ax.errorbar(m[ok], y[ok], xerr=np.nan_to_num(err[:, ok]), fmt="o", ms=3, capsize=2, lw=1)
+        ax.errorbar(m[ok], y[ok], xerr=np.nan_to_num(err[:, ok], nan=0.0, posinf=0.0, neginf=0.0), fmt="o", ms=3,
+                    capsize=2, lw=1)
         ax.axvline(1.0, color="grey", lw=0.8)
         ax.set_xscale("log")
         ax.set_title(title, fontsize=9)

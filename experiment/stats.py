@@ -51,6 +51,7 @@ def std_ratio_ci(values, reference, *, seed: int = 0, confidence: float = 0.95) 
 
     with warnings.catch_warnings():  # few seeds make many resamples alike; the percentile interval still holds
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)  # scipy's standard error of resamples that include inf
         res = stats.bootstrap((a, b), ratio, paired=True, vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES,
                               confidence_level=confidence, method="percentile", random_state=seed)
     return float(ratio(a, b)), float(res.confidence_interval.low), float(res.confidence_interval.high)
