@@ -40,7 +40,10 @@ def _commits(c) -> str:
 
 
 def _spread(c, measure: str = "final_accuracy") -> str:
-    return _fmt(*(c.get(f"{measure}_std_{k}", math.nan) for k in ("ratio", "low", "high")))
+    """A cell's spread ratio, marked when it has fewer seeds than a variance claim needs (MIN_SEEDS_FOR_SPREAD)."""
+    text = _fmt(*(c.get(f"{measure}_std_{k}", math.nan) for k in ("ratio", "low", "high")))
+    few = text != "–" and c.get("seeds", MIN_SEEDS_FOR_SPREAD) < MIN_SEEDS_FOR_SPREAD
+    return text + (f" ({c.seeds} seeds: indicative)" if few else "")
 
 
 CELL = ["mode", "dataset", "model", "optimizer", "workers", "schedule", "lr_scale", "epochs"]
