@@ -239,8 +239,7 @@ def run_experiment(cfg: ExperimentConfig, out: Path, *, client, progress: Progre
             finished(run, _run_job(jobs[run], cfg=cfg))
     shutil.rmtree(out / "work", ignore_errors=True)
     if state.missing:
-        log.info("experiment: %d of %d runs still have no record (other parts); rerun without --part once they "
-                 "are done to aggregate", len(state.missing), len(state.runs))
+        log.info("experiment: %d of %d runs still have no record (other parts)", len(state.missing), len(state.runs))
         return None
     return aggregate_records(cfg, [state.records[state.fingerprints[r]] for r in state.runs])
 

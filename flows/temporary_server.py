@@ -4,8 +4,8 @@ Prefect starts one by itself on the first flow call when no server is configured
 thing, Prefect's API app (``prefect.server.api.server:create_app``) under uvicorn on 127.0.0.1 with the UI and
 the background services off, for two reasons, both measured:
 
-- The driver never imports Prefect's server package, which Prefect's own start needs: 1.2–1.6 s of a 40,000-row
-  build's 8.5 s.
+- The driver never imports Prefect's server package, which Prefect's own start needs: 1.6 s (measured under
+  load) of a 40,000-row build's 8.5 s.
 - The server runs in a session of its own, so Ctrl-C in the terminal reaches the driver and not the server.
   The driver then reports the interrupted run to a live server and stops it; with Prefect's own start the same
   Ctrl-C stopped the server too, and the driver retried against it for 10 s before exiting.
