@@ -1,13 +1,25 @@
 """The write pass's shuffle for data that fits in cluster memory: numpy blocks moved by Dask's own means.
 
-Each source chunk is split (one task per chunk) into one block per output part file: the chunk's rows bound
-for that file, as (dest int64 (k,), features float32 (dim, k) one contiguous row per feature, labels int64
-(k,) or None, source_row int64 (k,)). Each part file's writer task receives its blocks from every chunk
-(``dask.delayed`` with ``nout``: the scheduler moves them), puts its rows in destination order and writes.
-Four arrays a block instead of a 67-column pandas frame: no per-column bookkeeping in the shuffle and no
-pandas/Arrow round trip. Larger-than-memory data keeps the DataFrame p2p shuffle (:mod:`pipeline.write`).
+Each output part file is written by one task, which fills the file's arrays (features float32 (k, dim); labels
+int64 (k,) or None; source_row int64 (k,)) in destination order and writes them. A file's keys run from its
+``Target.first`` with none missing (:mod:`pipeline.layout`), so each row's key is its position: rows are
+scattered straight into place, and a lost or repeated row is an error. Whole rows move at once (the held
+features are row-major): row by row is about twice as fast as feature by feature, transposing copy included.
+
+How the rows reach the writer depends on where the source chunks are held:
+
+- **Worker processes** (:func:`block_writes`): each chunk is split (one task per chunk) into one block per
+  output file, its rows bound there in source order; each writer receives its blocks from every chunk
+  (``dask.delayed`` with ``nout``: the scheduler moves them). Four arrays a block instead of a 67-column
+  pandas frame: no per-column bookkeeping in the shuffle and no pandas/Arrow round trip.
+- **One worker** (:func:`in_place_writes`, an in-process cluster): every chunk is already in the writer's
+  process, so a small task per chunk only says which of its rows go where, and each writer gathers its rows
+  from the held chunks themselves. No block is made or moved: half the copies of the blocks path.
+
+Larger-than-memory data keeps the DataFrame p2p shuffle (:mod:`pipeline.write`).
 """
 
+import dataclasses
 from pathlib import Path
 
 import dask
@@ -18,43 +30,124 @@ from storage.dataset import Chunk, ChunkArrays, SourceDataset
 from storage.shardset import part_table, write_part
 
 
+@dataclasses.dataclass
+class PartArrays:
+    """One part file's columns while they are filled: row ``i`` holds destination key ``target.first + i``."""
+
+    target: Target
+    features: np.ndarray  # float32 (rows, dim)
+    labels: np.ndarray | None  # int64 (rows,)
+    source_row: np.ndarray  # int64 (rows,)
+    filled: np.ndarray  # bool (rows,)
+
+    @classmethod
+    def empty(cls, target: Target, rows: int, ds: SourceDataset) -> "PartArrays":
+        return cls(target, np.empty((rows, ds.spec.dim), np.float32),
+                   None if ds.spec.label is None else np.empty(rows, np.int64), np.empty(rows, np.int64),
+                   np.zeros(rows, bool))
+
+    def place(self, dest: np.ndarray, features: np.ndarray, labels: np.ndarray | None,
+              source_row: np.ndarray) -> None:
+        """Put rows with destination keys ``dest`` int64 (k,) in place, with their ``features`` (k, dim),
+        ``labels`` and ``source_row``."""
+        pos = dest - self.target.first
+        if len(pos) and (pos.min() < 0 or pos.max() >= len(self.filled)):
+            raise RuntimeError(f"{self.target.path}: destination keys outside the file's range")
+        self.filled[pos] = True
+        self.features[pos] = features
+        if self.labels is not None:
+            self.labels[pos] = labels
+        self.source_row[pos] = source_row
+
+    def write(self, *, out: Path, ds: SourceDataset, row_group_rows: int) -> dict:
+        if not self.filled.all():
+            raise RuntimeError(f"{self.target.path}: {int((~self.filled).sum())} destination keys received no row")
+        # one transposing copy makes every feature column contiguous, for Arrow to take without a copy
+        x = self.features if ds.spec.layout == "list" else np.asfortranarray(self.features)
+        table = part_table(x, self.labels, self.source_row, ds.spec)
+        return write_part(table, out / self.target.path, label=ds.spec.label, row_group_rows=row_group_rows)
+
+
+def _by_target(target: np.ndarray, targets: int) -> np.ndarray:
+    """Indices grouping rows by target, each target's rows in source order (a stable sort of small ints is a
+    radix sort)."""
+    return np.argsort(target.astype(np.int32 if targets > 2**15 else np.int16), kind="stable")
+
+
 def split_chunk(chunk: Chunk, data: ChunkArrays | None, dest: np.ndarray, *, ds: SourceDataset,
                 firsts: np.ndarray) -> tuple:
-    """The chunk's kept rows as one block per target (``firsts``: each target's first destination key; ``dest``
-    int64 (rows,): each row's destination key, -1 for a dropped row)."""
-    data = ds.read_arrays(chunk) if data is None else data
+    """The chunk's kept rows as one block per target, (dest int64 (k,), features float32 (k, dim), labels int64
+    (k,) or None, source_row int64 (k,)), rows in source order. ``firsts``: each target's first destination key;
+    ``dest`` int64 (rows,): each row's destination key, -1 for a dropped row."""
+    data = ds.read_arrays(chunk, row_major=True) if data is None else data
     kept = np.flatnonzero(dest >= 0)
-    order = kept[np.argsort(dest[kept], kind="stable")]
-    dest = dest[order]
-    cuts = np.searchsorted(dest, firsts[1:])
-    x = data.features.T  # (dim, rows): contiguous per feature for the columns layout
-    y = data.labels
-    rows = np.arange(chunk.offset, chunk.offset + chunk.rows, dtype=np.int64)
+    dest = dest[kept]
+    target = np.searchsorted(firsts, dest, side="right") - 1
+    by_target = _by_target(target, len(firsts))
+    cuts = np.searchsorted(target[by_target], np.arange(1, len(firsts)))
+    x, y = data.features, data.labels
     blocks = []
-    for sel, d in zip(np.split(order, cuts), np.split(dest, cuts)):
-        blocks.append((d, x[:, sel], None if y is None else y[sel], rows[sel]))
+    for sel in np.split(by_target, cuts):
+        rows = kept[sel]
+        blocks.append((dest[sel], np.take(x, rows, axis=0), None if y is None else y[rows], rows + chunk.offset))
     return tuple(blocks)
 
 
-def write_target(blocks: list[tuple], target: Target, *, out: Path, ds: SourceDataset, row_group_rows: int):
-    """Put one part file's rows (from every chunk's block) in destination order and write it."""
-    dest = np.concatenate([b[0] for b in blocks])
-    order = np.argsort(dest, kind="stable")
-    feats = np.concatenate([b[1] for b in blocks], axis=1)[:, order]  # (dim, k)
-    labels = None if blocks[0][2] is None else np.concatenate([b[2] for b in blocks])[order]
-    source_row = np.concatenate([b[3] for b in blocks])[order]
-    table = part_table(feats.T, labels, source_row, ds.spec)  # feats.T: column j is contiguous
-    return write_part(table, out / target.path, label=ds.spec.label, row_group_rows=row_group_rows)
+def write_blocks(blocks: list[tuple], target: Target, *, out: Path, ds: SourceDataset, row_group_rows: int) -> dict:
+    """Write one part file from its block of every chunk (:func:`split_chunk`)."""
+    part = PartArrays.empty(target, sum(len(b[0]) for b in blocks), ds)
+    for dest, x, y, rows in blocks:
+        part.place(dest, x, y, rows)
+    return part.write(out=out, ds=ds, row_group_rows=row_group_rows)
 
 
 def block_writes(ds: SourceDataset, chunks: list[Chunk], data: list, *, dests: list, targets: list[Target],
                  out: Path, row_group_rows: int, finish) -> list:
     """Delayed writes, one per target, in target order; ``finish(target, info)`` makes each one's result."""
     firsts = np.asarray([t.first for t in targets], np.int64)
-    split = [dask.delayed(split_chunk, nout=len(targets), pure=False)(c, d, k, ds=ds, firsts=firsts)
-             for c, d, k in zip(chunks, data, dests)]
+    # each function is wrapped once: dask.delayed tokenizes what it wraps, and these closures hold the dataset
+    split_task = dask.delayed(split_chunk, nout=len(targets), pure=False)
+    split = [split_task(c, d, k, ds=ds, firsts=firsts) for c, d, k in zip(chunks, data, dests)]
 
     def write(blocks, target):
-        return finish(target, write_target(blocks, target, out=out, ds=ds, row_group_rows=row_group_rows))
+        return finish(target, write_blocks(blocks, target, out=out, ds=ds, row_group_rows=row_group_rows))
 
-    return [dask.delayed(write, pure=False)([s[t] for s in split], target) for t, target in enumerate(targets)]
+    write_task = dask.delayed(write, pure=False)
+    return [write_task([s[t] for s in split], target) for t, target in enumerate(targets)]
+
+
+def route_chunk(dest: np.ndarray, *, firsts: np.ndarray) -> tuple:
+    """Per target, (rows int64 (k,): the chunk's rows bound there, ascending; their keys int64 (k,))."""
+    kept = np.flatnonzero(dest >= 0)
+    dest = dest[kept]
+    target = np.searchsorted(firsts, dest, side="right") - 1
+    by_target = _by_target(target, len(firsts))
+    cuts = np.searchsorted(target[by_target], np.arange(1, len(firsts)))
+    return tuple((kept[sel], dest[sel]) for sel in np.split(by_target, cuts))
+
+
+def write_in_place(held: list[ChunkArrays], routes: list[tuple], chunks: list[Chunk], target: Target, *,
+                   out: Path, ds: SourceDataset, row_group_rows: int) -> dict:
+    """Write one part file by gathering its rows from the held chunks (``routes``: each chunk's
+    :func:`route_chunk` entry for this target)."""
+    part = PartArrays.empty(target, sum(len(r[0]) for r in routes), ds)
+    for data, (rows, keys), chunk in zip(held, routes, chunks, strict=True):
+        part.place(keys, np.take(data.features, rows, axis=0), None if data.labels is None else data.labels[rows],
+                   rows + chunk.offset)
+    return part.write(out=out, ds=ds, row_group_rows=row_group_rows)
+
+
+def in_place_writes(ds: SourceDataset, chunks: list[Chunk], data: list, *, dests: list, targets: list[Target],
+                    out: Path, row_group_rows: int, finish) -> list:
+    """Like :func:`block_writes`, for chunks all held by one worker (``data``: their futures)."""
+    firsts = np.asarray([t.first for t in targets], np.int64)
+    route_task = dask.delayed(route_chunk, pure=False)
+    routes = [route_task(k, firsts=firsts) for k in dests]
+
+    def write(held, routed, t):
+        return finish(targets[t], write_in_place(held, [r[t] for r in routed], chunks, targets[t], out=out, ds=ds,
+                                                 row_group_rows=row_group_rows))
+
+    # every writer takes every chunk's routes whole (small, and in its own process), not one getitem task each
+    write_task = dask.delayed(write, pure=False)
+    return [write_task(data, routes, t) for t in range(len(targets))]

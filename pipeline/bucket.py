@@ -7,6 +7,7 @@ Only three small arrays per row come back to the caller (source_row int64, rank 
 import dataclasses
 
 import numpy as np
+import threadpoolctl
 
 from pipeline.families import HashFamily
 from pipeline.scan import row_masks
@@ -36,7 +37,10 @@ def bucket_chunk(chunk: Chunk, data: ChunkArrays | None = None, *, ds: SourceDat
         # encoding every row and keeping the training ones is cheaper than gathering them first
         if not finite.all():
             x = np.where(finite[:, None], x, np.float32(0))
-        bucket, key = family.encode(x)
+        # one BLAS/OpenMP thread per task: Dask runs one task per core already (worker processes get this from
+        # Dask's environment; an in-process worker's threads need it here, or FAISS and BLAS oversubscribe)
+        with threadpoolctl.threadpool_limits(1):
+            bucket, key = family.encode(x)
         rank = family.rank(bucket[train])
         key = key[train]
     return ChunkBuckets(rows[train], rank, key, rows[finite & validation])

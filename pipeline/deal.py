@@ -49,8 +49,10 @@ def _finish(shard, pos, workers, groups, partial, dropped) -> Dealt:
 def locality_order(*, rank: np.ndarray, key: np.ndarray, source_row: np.ndarray) -> np.ndarray:
     """Indices sorting rows by (rank, key, source_row): the same as ``np.lexsort((source_row, key, rank))``.
 
-    One stable argsort over a packed uint64 (rank in the high 32 bits, the key's bits mapped so that unsigned
-    order is float order in the low 32) is about twice as fast as ``np.lexsort``; rows arriving in source
+    One argsort over a packed uint64 (rank in the high 32 bits, the key's bits mapped so that unsigned order is
+    float order in the low 32). numpy's default argsort (vectorised where the CPU allows) is several times
+    faster than its stable one (measured 0.03 s against 0.15 s at 1.8M rows), and :func:`_stable_ties` then puts
+    rows with equal packed values back in input order, so the result is the stable one; rows arriving in source
     order (as the bucket pass delivers them) need no third key."""
     if len(rank) and (rank.min() < 0 or rank.max() >= 2**32):
         raise ValueError("bucket ranks must lie in [0, 2**32)")
@@ -59,9 +61,24 @@ def locality_order(*, rank: np.ndarray, key: np.ndarray, source_row: np.ndarray)
     bits = np.where(bits >> np.uint64(31), ~bits & np.uint64(0xFFFFFFFF), bits | np.uint64(0x80000000))
     packed = (rank.astype(np.uint64) << np.uint64(32)) | bits
     if np.all(source_row[1:] > source_row[:-1]):
-        return np.argsort(packed, kind="stable")
+        return _stable_ties(packed, np.argsort(packed))
     by_source = np.argsort(source_row, kind="stable")
-    return by_source[np.argsort(packed[by_source], kind="stable")]
+    return by_source[_stable_ties(packed[by_source], np.argsort(packed[by_source]))]
+
+
+def _stable_ties(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``order`` (an unstable argsort of ``values``) with each run of equal values in ascending index order."""
+    ordered = values[order]
+    equal = ordered[1:] == ordered[:-1]
+    if not equal.any():
+        return order
+    tied = np.zeros(len(order), bool)
+    tied[1:] |= equal
+    tied[:-1] |= equal
+    # the tied positions keep their runs together and in value order: sorting them by (value, index) is enough
+    sub = order[tied]
+    order[tied] = sub[np.lexsort((sub, ordered[tied]))]
+    return order
 
 
 def deal(*, source_row: np.ndarray, rank: np.ndarray | None, key: np.ndarray | None, workers: int,

@@ -40,7 +40,8 @@ def hold(client: Client, ds: SourceDataset, chunks: list[Chunk], *, build_id: st
     """Read every chunk into worker memory and publish the futures; None (nothing held) when it does not fit."""
     if not fits(client, source_bytes(ds)):
         return None
-    futures = client.map(ds.read_arrays, chunks, key=[f"read-{build_id}-{c.index}" for c in chunks])
+    # row-major: the write pass moves whole rows (pipeline.blockshuffle)
+    futures = client.map(ds.read_arrays, chunks, key=[f"read-{build_id}-{c.index}" for c in chunks], row_major=True)
     client.publish_dataset(futures, name=dataset_name(build_id))
     return futures
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import resident
-from pipeline.blockshuffle import block_writes
+from pipeline.blockshuffle import block_writes, in_place_writes
 from pipeline.daskrt import gather_in_order
 from pipeline.layout import DestLayout, Target
 from storage import faults, resume
@@ -68,8 +68,10 @@ def write_shards(ds: SourceDataset, chunks: list[Chunk], dest: np.ndarray, *, ou
     method = choose_shuffle(shuffle_method, data_bytes=resident.source_bytes(ds), client=client)
     finish = functools.partial(_finish, records=records)
     if method == "blocks":
-        writes = block_writes(ds, chunks, data, dests=dests, targets=targets, out=out,
-                              row_group_rows=row_group_rows, finish=finish)
+        # one worker holding every chunk (an in-process cluster): writers gather from the chunks themselves
+        one_worker = len(client.scheduler_info()["workers"]) == 1 and all(d is not None for d in data)
+        writes = (in_place_writes if one_worker else block_writes)(
+            ds, chunks, data, dests=dests, targets=targets, out=out, row_group_rows=row_group_rows, finish=finish)
     else:
         from pipeline.frameshuffle import frame_writes
         writes = frame_writes(ds, chunks, data, dests=dests, targets=targets, divisions=divisions,

@@ -37,8 +37,8 @@ class Chunk:
 
 @dataclasses.dataclass(frozen=True)
 class ChunkArrays:
-    """One chunk's values as every pass uses them: ``features`` float32 (rows, dim), column-major for the
-    ``"columns"`` layout (see :meth:`SourceDataset.features`); ``labels`` int64 (rows,) or None."""
+    """One chunk's values as every pass uses them: ``features`` float32 (rows, dim), row-major or column-major
+    (see :meth:`SourceDataset.features`); ``labels`` int64 (rows,) or None."""
 
     features: np.ndarray
     labels: np.ndarray | None
@@ -206,16 +206,18 @@ class SourceDataset:
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"cannot read Parquet file {chunk.file!r}: {exc}") from exc
 
-    def read_arrays(self, chunk: Chunk) -> ChunkArrays:
-        """The chunk's features and labels (one read; a null label is an :class:`InputError`)."""
+    def read_arrays(self, chunk: Chunk, *, row_major: bool = False) -> ChunkArrays:
+        """The chunk's features and labels (one read; a null label is an :class:`InputError`); ``row_major``:
+        see :meth:`features`."""
         table = self.read_table(chunk)
-        return ChunkArrays(self.features(table), self.labels(table))
+        return ChunkArrays(self.features(table, row_major=row_major), self.labels(table))
 
-    def features(self, table: pa.Table) -> np.ndarray:
+    def features(self, table: pa.Table, *, row_major: bool = False) -> np.ndarray:
         """Feature matrix of ``table``, float32 (rows, dim). For the columns layout it is column-major (the
-        transpose of :func:`feature_columns`), which costs a quarter of a row-major copy; numpy reads either
-        order, FAISS needs ``np.ascontiguousarray``."""
-        if self.spec.layout == "columns":
+        transpose of :func:`feature_columns`) unless ``row_major``: column-major costs a sixth of a row-major
+        copy (measured 5 ms against 30 ms for 222k x 64), and numpy reads either order; whole rows move faster
+        from row-major memory, and FAISS needs it."""
+        if self.spec.layout == "columns" and not row_major:
             return feature_columns(table, self.spec).T
         return features_of(table, self.spec)
 

@@ -99,9 +99,12 @@ def test_same_seed_gives_identical_files_whatever_the_shuffle(digits_aligned, tm
     blocks, _ = build(tmp_path, dask_address, "blocks", workers=4, family="kmeans", order="aligned", seed=5,
                       shuffle_method="blocks", chunk_rows=300)
     monkeypatch.undo()
+    # one in-process worker holds every chunk: the writers gather from the chunks in place
+    in_place, _ = build(tmp_path, None, "in-place", workers=4, family="kmeans", order="aligned", seed=5,
+                        dask_cluster="threads", chunk_rows=400)
     other, _ = build(tmp_path, dask_address, "other", workers=4, family="kmeans", order="aligned", seed=6)
     digest = lambda m: [f.sha256 for s in m.shards for f in s.files]  # noqa: E731
-    assert digest(first) == digest(again) == digest(blocks)
+    assert digest(first) == digest(again) == digest(blocks) == digest(in_place)
     assert digest(first) != digest(other)
 
 

@@ -68,12 +68,16 @@ def test_contiguous_keeps_source_order_in_ranges():
     assert inp["source_row"][d.shard == 0].max() < inp["source_row"][d.shard == 1].min()
 
 
+@pytest.mark.parametrize("ties", [True, False])
 @pytest.mark.parametrize("source_order", [True, False])
-def test_locality_order_is_lexsort_of_rank_key_source_row(source_order):
+def test_locality_order_is_lexsort_of_rank_key_source_row(source_order, ties):
     rng = np.random.default_rng(5)
     n = 5000
     rank = rng.integers(0, 9, n)
-    key = rng.choice(np.array([-2.5, -0.0, 0.0, 1e-30, 3.0, -1e-30, np.float32(7.25)], np.float32), n)  # many ties
+    if ties:
+        key = rng.choice(np.array([-2.5, -0.0, 0.0, 1e-30, 3.0, -1e-30, np.float32(7.25)], np.float32), n)
+    else:
+        key = rng.standard_normal(n).astype(np.float32)
     source_row = np.arange(n) * 3 if source_order else rng.permutation(n)
     expected = np.lexsort((source_row, key, rank))
     assert np.array_equal(locality_order(rank=rank, key=key, source_row=source_row), expected)
