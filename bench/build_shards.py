@@ -8,13 +8,16 @@ processes (the Dask workers, the scheduler and this driver). CPU seconds divided
 the wall time from below, which tells whether a run is limited by CPU; kernel seconds are mostly file I/O and
 page-cache work, which grows faster than the data once files no longer fit in the page cache.
 
-The Dask cluster is started and warmed up (one small untimed build, so that imports and first allocations in
-the workers are not timed) before timing, and reused. Each measurement is repeated (``--repeats`` at the
+Each build runs on the Dask cluster kind its default settings pick (``pipeline.build.use_processes``: one
+in-process worker with 2 threads for sources under 1 GiB in memory, else 2 worker processes), started and
+warmed up (one small untimed build, so that imports and first allocations in the workers are not timed)
+before timing, and reused. Each measurement is repeated (``--repeats`` at the
 base size, ``--scale-repeats`` at the larger one); the median time is printed, with the range of the ratio
 when there are several.
 """
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -27,9 +30,10 @@ from pathlib import Path
 import psutil
 import pyarrow.parquet as pq
 
-from pipeline.build import build_shards
+from pipeline.build import build_shards, use_processes
 from pipeline.config import BuildConfig
 from pipeline.daskrt import dask_client
+from storage.dataset import open_source
 from storage.demo import write_blobs
 
 
@@ -126,37 +130,49 @@ def main():
     if args.small_rows:
         small_build(args.small_rows, args.repeats, args.tmp)
     sizes = [(args.rows, args.repeats)] + ([(args.rows * args.scale, args.scale_repeats)] if args.scale else [])
-    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp, \
-            dask_client(None, n_workers=2, memory_limit=args.memory_limit) as client:
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp, contextlib.ExitStack() as stack:
         tmp = Path(tmp)
         warm = tmp / "warm.parquet"
         write_blobs(warm, rows=20_000, dim=args.dim, clusters=8, seed=1)
-        for family in args.families.split(","):
-            build_shards(BuildConfig(source=str(warm), out=str(tmp / "out"), workers=args.workers, family=family,
-                                     overwrite=True, dask_address=client.scheduler.address))
-        print(f"{os.cpu_count()} cores; cluster {len(client.scheduler_info()['workers'])} workers x "
-              f"{args.memory_limit}")
-        print(f"{'rows':>10} {'run':>16} {'runs':>4} {'median s':>9} {'rows/s':>11} {'vs copy':>17} {'peak GiB':>9} "
-              f"{'user s':>7} {'sys s':>7}")
+        clusters = {}
+
+        def cluster(processes: bool):
+            """The cluster kind the default settings pick, started and warmed up once, then reused."""
+            if processes not in clusters:
+                client = stack.enter_context(dask_client(None, n_workers=2, memory_limit=args.memory_limit,
+                                                         processes=processes))
+                for family in args.families.split(","):
+                    build_shards(BuildConfig(source=str(warm), out=str(tmp / "out"), workers=args.workers,
+                                             family=family, overwrite=True, dask_address=client.scheduler.address))
+                clusters[processes] = client
+            return clusters[processes]
+
+        print(f"{os.cpu_count()} cores; Dask LocalCluster as the default settings pick it (build.use_processes): "
+              f"2 worker processes x {args.memory_limit}, or one in-process worker with 2 threads and twice that")
+        print(f"{'rows':>10} {'run':>16} {'cluster':>9} {'runs':>4} {'median s':>9} {'rows/s':>11} {'vs copy':>17} "
+              f"{'peak GiB':>9} {'user s':>7} {'sys s':>7}")
         for rows, repeats in sizes:
             src = tmp / f"blobs-{rows}.parquet"
             write_blobs(src, rows=rows, dim=args.dim, clusters=64, seed=0)
             copy_times, peak, cpu = measure(lambda src=src: pyarrow_copy(src, tmp / "copy.parquet"), repeats)
             copy_secs = statistics.median(copy_times)
-            print(f"{rows:>10} {'pyarrow copy':>16} {repeats:>4} {copy_secs:>9.2f} {rows / copy_secs:>11,.0f} "
+            print(f"{rows:>10} {'pyarrow copy':>16} {'':>9} {repeats:>4} {copy_secs:>9.2f} {rows / copy_secs:>11,.0f} "
                   f"{'1.00':>17} {peak:>9.2f} {cpu}", flush=True)
             os.unlink(tmp / "copy.parquet")
             for family in args.families.split(","):
                 cfg = BuildConfig(source=str(src), out=str(tmp / "out"), workers=args.workers, family=family,
-                                  overwrite=True, dask_address=client.scheduler.address)
+                                  overwrite=True)
+                processes = use_processes(cfg, open_source(cfg.source))
+                cfg = cfg.model_copy(update={"dask_address": cluster(processes).scheduler.address})
                 times, peak, cpu = measure(lambda cfg=cfg: build_shards(cfg), repeats)
                 secs = statistics.median(times)
                 # ratio range pairs the slowest build with the fastest copy and the other way round
                 ratio = f"{copy_secs / secs:.2f}"
                 if repeats > 1:
                     ratio += f" ({min(copy_times) / max(times):.2f}-{max(copy_times) / min(times):.2f})"
-                print(f"{rows:>10} {'simshard ' + family:>16} {repeats:>4} {secs:>9.2f} {rows / secs:>11,.0f} "
-                      f"{ratio:>17} {peak:>9.2f} {cpu}", flush=True)
+                kind = "2 procs" if processes else "2 threads"
+                print(f"{rows:>10} {'simshard ' + family:>16} {kind:>9} {repeats:>4} {secs:>9.2f} "
+                      f"{rows / secs:>11,.0f} {ratio:>17} {peak:>9.2f} {cpu}", flush=True)
             os.unlink(src)
 
 

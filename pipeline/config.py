@@ -37,9 +37,10 @@ class BuildConfig(BaseModel):
     dask_address: str | None = Field(None, description="existing Dask scheduler (default: a LocalCluster)")
     dask_workers: int = Field(2, ge=1, description="LocalCluster worker processes (1 thread each)")
     dask_cluster: Literal["auto", "processes", "threads"] = Field(
-        "auto", description="LocalCluster kind: threads (one in-process worker, starts at once) for sources under "
-        "64 MiB in memory, else --dask-workers processes")
-    dask_memory_limit: str = Field("auto", description="LocalCluster memory limit per worker, e.g. '4GiB'")
+        "auto", description="LocalCluster kind: threads (one in-process worker with --dask-workers threads, "
+        "starts at once) for sources under 1 GiB in memory, else --dask-workers processes")
+    dask_memory_limit: str = Field("auto", description="LocalCluster memory limit per worker, e.g. '4GiB' "
+                                   "(an in-process worker gets it times --dask-workers)")
     dask_dashboard: bool = Field(False, description="serve the LocalCluster's Dask dashboard on a loopback port "
                                  "and log its URL")
     shuffle_method: Literal["auto", "blocks", "tasks", "p2p"] = Field(

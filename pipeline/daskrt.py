@@ -4,6 +4,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 
+import dask.utils
 from distributed import Client, LocalCluster, as_completed
 from tqdm.auto import tqdm
 
@@ -25,6 +26,7 @@ def dask_client(address: str | None = None, *, n_workers: int = 2, threads_per_w
     ``processes=False`` makes it one in-process worker with ``n_workers`` threads: it starts in a fraction of
     a second instead of about two, for sources small enough that the GIL does not matter."""
     if not processes:
+        memory_limit = _times(memory_limit, n_workers)  # the one worker stands for n_workers
         n_workers, threads_per_worker = 1, n_workers * threads_per_worker
     if address:
         with Client(address) as client:
@@ -46,6 +48,15 @@ def dask_client(address: str | None = None, *, n_workers: int = 2, threads_per_w
                  "worker process(es)" if processes else "in-process worker(s)", threads_per_worker,
                  f"dashboard {client.dashboard_link}" if dashboard else "no dashboard (--dask-dashboard for one)")
         yield client
+
+
+def _times(memory_limit: str, n: int) -> str:
+    """``memory_limit`` (a Dask memory limit: "auto", a byte count or a size such as "3GiB") times ``n``."""
+    try:
+        limit = dask.utils.parse_bytes(memory_limit)
+    except (TypeError, ValueError):
+        return memory_limit  # "auto", or a fraction of the machine's memory, which Dask scales itself
+    return str(limit * n) if limit > 1 else memory_limit
 
 
 def gather_in_order(futures: list, *, step: str, progress: ProgressFn | None = None) -> list:
@@ -73,3 +84,10 @@ def ordered_map(client: Client, fn: Callable, items: Sequence, *more: Sequence, 
     if not items:
         return []
     return gather_in_order(client.map(fn, items, *more, **kwargs, pure=False), step=step, progress=progress)
+
+
+def client_map(client: Client) -> Callable:
+    """A ``map`` whose calls run as tasks on ``client``'s cluster; it returns the results as a list, in order."""
+    def map_on_cluster(fn: Callable, *iterables) -> list:
+        return client.gather(client.map(fn, *iterables, pure=False))
+    return map_on_cluster

@@ -44,8 +44,9 @@ class IndexConfig(BaseModel):
     dask_address: str | None = Field(None, description="existing Dask scheduler (default: a LocalCluster)")
     dask_workers: int = Field(2, ge=1, description="LocalCluster worker processes (1 thread each)")
     dask_cluster: Literal["auto", "processes", "threads"] = Field(
-        "auto", description="LocalCluster kind: threads for sources under 64 MiB in memory, else processes")
-    dask_memory_limit: str = Field("auto", description="LocalCluster memory limit per worker, e.g. '4GiB'")
+        "auto", description="LocalCluster kind: threads for sources under 1 GiB in memory, else processes")
+    dask_memory_limit: str = Field("auto", description="LocalCluster memory limit per worker, e.g. '4GiB' "
+                                   "(an in-process worker gets it times --dask-workers)")
     dask_dashboard: bool = Field(False, description="serve the LocalCluster's Dask dashboard on a loopback port")
     rows_per_part: int = Field(1_000_000, ge=1, description="the index becomes a folder of parts of this many rows")
     row_group_rows: int = Field(INDEX_ROW_GROUP_ROWS, ge=1, description="rows per Parquet row group (the unit a "

@@ -47,7 +47,12 @@ def group_tightness(heads: list[np.ndarray], sample: np.ndarray, *, seed: int) -
 
 
 def bucket_stats(rank: np.ndarray, *, workers: int) -> dict:
-    sizes = np.bincount(np.unique(rank, return_inverse=True)[1])
+    """Bucket statistics of the rows' bucket ranks ``rank`` int64 (>= 0)."""
+    if len(rank) and rank.max() < 4 * len(rank):  # a count per possible rank is cheaper than sorting
+        sizes = np.bincount(rank)
+        sizes = sizes[sizes > 0]
+    else:
+        sizes = np.bincount(np.unique(rank, return_inverse=True)[1])
     return {"buckets": int(len(sizes)), "max_over_mean": float(sizes.max() / sizes.mean()),
             "share_rows_in_small_buckets": float(sizes[sizes < workers].sum() / sizes.sum())}
 
@@ -71,8 +76,10 @@ def knn_recall(family, sample: np.ndarray, *, queries: int = 1000, k: int = 10, 
     return float((bucket[neighbours] == bucket[q][:, None]).mean())
 
 
-def label_distance(shard_labels: list[np.ndarray], *, num_classes: int) -> list[float]:
-    counts = np.stack([np.bincount(y, minlength=num_classes) for y in shard_labels]).astype(np.float64)
+def label_distance(shard_counts: list[np.ndarray], *, num_classes: int) -> list[float]:
+    """Per shard, the total-variation distance of its labels (``shard_counts[i]``: shard i's bincount) from the
+    whole's."""
+    counts = np.stack([np.pad(c, (0, num_classes - len(c))) for c in shard_counts]).astype(np.float64)
     whole = counts.sum(0) / counts.sum()
     share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     return (0.5 * np.abs(share - whole).sum(1)).round(6).tolist()

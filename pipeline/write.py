@@ -29,6 +29,7 @@ class WrittenFile:
     rows: int
     bytes: int
     sha256: str
+    label_counts: tuple[int, ...] | None = None  # bincount of the file's labels, when it has any and it is known
 
 
 def choose_shuffle(method: str, *, data_bytes: int, client) -> str:
@@ -45,7 +46,8 @@ def _finish(target: Target, info: dict, *, records: Path | None) -> WrittenFile:
         record = resume.part_record(records, target.path)
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps(info))
-    return WrittenFile(target, info["rows"], info["bytes"], info["sha256"])
+    counts = info.get("label_counts")
+    return WrittenFile(target, info["rows"], info["bytes"], info["sha256"], None if counts is None else tuple(counts))
 
 
 def write_shards(ds: SourceDataset, chunks: list[Chunk], dest: np.ndarray, *, out: Path,

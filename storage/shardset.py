@@ -43,7 +43,19 @@ def part_table(features: np.ndarray, labels: np.ndarray | None, source_row: np.n
 
 
 def write_part(table: pa.Table, path: Path, *, label: str | None, row_group_rows: int = ROW_GROUP_ROWS) -> dict:
-    """Write ``table`` to ``path`` (local, or an object store: one put); return {rows, bytes, sha256}."""
+    """Write ``table`` to ``path`` (local, or an object store: one put); return {rows, bytes, sha256} and, when
+    ``label`` names a column, label_counts (its bincount, a list of ints)."""
+    info = {} if label is None else {"label_counts": label_counts(table.column(label))}
+    return {**_write(table, path, label=label, row_group_rows=row_group_rows), **info}
+
+
+def label_counts(column: pa.ChunkedArray) -> list[int]:
+    """Bincount of a label column of ints >= 0 (the scan pass refused negative labels)."""
+    values = column.to_numpy()
+    return np.bincount(values).tolist() if len(values) else []
+
+
+def _write(table: pa.Table, path: Path, *, label: str | None, row_group_rows: int) -> dict:
     options = dict(use_dictionary=[label] if label else False, row_group_size=row_group_rows,
                    compression="snappy", write_page_checksum=True)
     if urls.is_remote(path):

@@ -90,6 +90,15 @@ def test_aligned_groups_are_tighter_than_random(digits_aligned, tmp_path, dask_a
     assert diverse.rows_per_shard == aligned.rows_per_shard and diverse.family is not None
 
 
+def test_label_distance_matches_the_labels_in_the_files(digits_aligned):
+    manifest, shards = digits_aligned
+    labels = [shards.read_shard(i)[1] for i in range(4)]
+    whole = np.bincount(np.concatenate(labels), minlength=10) / sum(len(y) for y in labels)
+    expected = [0.5 * np.abs(np.bincount(y, minlength=10) / len(y) - whole).sum() for y in labels]
+    assert np.allclose(manifest.quality["label_distance"], expected, atol=1e-6)
+    assert max(expected) > 0  # not trivially zero
+
+
 def test_same_seed_gives_identical_files_whatever_the_shuffle(digits_aligned, tmp_path, dask_address,
                                                               monkeypatch):
     first, _ = digits_aligned  # built with shuffle_method auto (blocks for data this small), source held
@@ -178,7 +187,7 @@ def test_source_held_in_cluster_memory_is_released(tmp_path, dask_address):
 def test_a_small_source_builds_on_an_in_process_cluster(tmp_path, caplog):
     import logging
 
-    from pipeline.build import SMALL_SOURCE_BYTES, use_processes
+    from pipeline.build import THREADS_MAX_SOURCE_BYTES, use_processes
     from storage.dataset import open_source
 
     cfg = BuildConfig(source="demo:digits", out=str(tmp_path / "s"), workers=3)
@@ -186,6 +195,6 @@ def test_a_small_source_builds_on_an_in_process_cluster(tmp_path, caplog):
     assert use_processes(cfg.model_copy(update={"dask_cluster": "processes"}), open_source(cfg.source))
     with caplog.at_level(logging.INFO, logger="simshard"):
         manifest = build_shards(cfg)
-    assert "in-process worker" in caplog.text and SMALL_SOURCE_BYTES > 1797 * 64 * 4
+    assert "in-process worker" in caplog.text and THREADS_MAX_SOURCE_BYTES > 1797 * 64 * 4
     rows = np.concatenate([ShardSet(tmp_path / "s").read_shard(i)[2] for i in range(3)])
     assert len(rows) == len(np.unique(rows)) == sum(manifest.rows_per_shard)
