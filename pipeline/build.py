@@ -29,7 +29,7 @@ from pipeline import index as index_build
 from pipeline import quality, resident
 from pipeline import scan as scan_pass
 from pipeline.config import BuildConfig
-from pipeline.daskrt import ProgressFn, client_map, dask_client, ordered_map
+from pipeline.daskrt import ProgressFn, dask_client, ordered_map
 from pipeline.deal import INDEX_ORDER, deal
 from pipeline.families import HashFamily, default_size, fit_family
 from pipeline.layout import DestLayout
@@ -243,9 +243,8 @@ def _needs_family(config: BuildConfig) -> bool:
     return config.order in ("aligned", "stratified", "diverse")
 
 
-def fit(plan: Plan, scanned: Scanned, client=None) -> FamilyInfo | None:
-    """Fit the hash family on the sample; save it under ``family/``. None for orders that do not hash. The
-    independent parts of a fit run on the Dask cluster when ``client`` is given."""
+def fit(plan: Plan, scanned: Scanned) -> FamilyInfo | None:
+    """Fit the hash family on the sample; save it under ``family/``. None for orders that do not hash."""
     if not _needs_family(plan.config):
         return None
     cfg = plan.config
@@ -256,8 +255,7 @@ def fit(plan: Plan, scanned: Scanned, client=None) -> FamilyInfo | None:
     sample = _sample(plan)
     workers = cfg.workers if plan.kind == "shards" else index_build.NOMINAL_WORKERS
     size = cfg.size or default_size(cfg.family, rows=scanned.train_rows, workers=workers, sample_rows=len(sample))
-    family = fit_family(cfg.family, sample, size=size, seed=cfg.seed,
-                        map_fn=map if client is None else client_map(client))
+    family = fit_family(cfg.family, sample, size=size, seed=cfg.seed)
     files = family.save(plan.staging / "family")
     log.info("fitted %s family: size %d on %d sample rows", cfg.family, family.size, len(sample))
     info = FamilyInfo(name=cfg.family, size=family.size, params=f"family/{files['params']}",
@@ -451,7 +449,7 @@ def build_shards(config: BuildConfig, *, progress: ProgressFn | None = None,
                          processes=use_processes(config, plan.ds)) as client:
             try:
                 scanned = run_step("scan-and-sample", scan, plan, client, progress)
-                family_info = run_step("fit-family", fit, plan, scanned, client)
+                family_info = run_step("fit-family", fit, plan, scanned)
                 written = run_step("bucket-and-write", bucket_and_write, plan, client, family_info, progress)
             except BaseException:
                 resident.release(client, plan.build_id)

@@ -85,9 +85,3 @@ def ordered_map(client: Client, fn: Callable, items: Sequence, *more: Sequence, 
         return []
     return gather_in_order(client.map(fn, items, *more, **kwargs, pure=False), step=step, progress=progress)
 
-
-def client_map(client: Client) -> Callable:
-    """A ``map`` whose calls run as tasks on ``client``'s cluster; it returns the results as a list, in order."""
-    def map_on_cluster(fn: Callable, *iterables) -> list:
-        return client.gather(client.map(fn, *iterables, pure=False))
-    return map_on_cluster

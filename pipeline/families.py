@@ -20,11 +20,9 @@ Sign families rank codes by their Gray-code position, so adjacent ranks differ i
 Parameters are saved as ``family.json`` + ``family.npz`` (never pickle) and round-trip exactly.
 """
 
-import contextlib
 import io
 import json
 import math
-from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import faiss
@@ -43,8 +41,6 @@ MAX_CELLS = 1024  # default cap; --size goes up to any count (the reference meas
 TWO_LEVEL_MIN_CELLS = 1024  # below, flat assignment is as fast (measured at d = 32 and 64)
 PROBES = 2  # coarse cells searched per row by the two-level quantizer
 REFINE_ITERATIONS = 4  # joint Lloyd steps over the fine cells after the per-coarse-cell fits
-REFINE_PARTS = 2  # the sample is assigned in this many parts per step (map_fn may run them at once)
-MapFn = Callable[..., Iterable]  # like the builtin map
 
 
 def default_size(family: str, *, rows: int, workers: int, sample_rows: int) -> int:
@@ -90,11 +86,11 @@ class HashFamily:
         self.dim, self.size, self.seed, self.arrays = dim, size, seed, arrays
 
     @classmethod
-    def fit(cls, sample: np.ndarray, *, size: int, seed: int, map_fn: MapFn = map) -> "HashFamily":
+    def fit(cls, sample: np.ndarray, *, size: int, seed: int) -> "HashFamily":
         sample = np.ascontiguousarray(sample, dtype=np.float32)
         if sample.ndim != 2 or len(sample) < 2:
             raise ValueError(f"{cls.name}: need a 2-D sample with at least 2 rows, got shape {sample.shape}")
-        arrays = cls._fit(sample, size, seed) if cls.name != "kmeans" else cls._fit(sample, size, seed, map_fn)
+        arrays = cls._fit(sample, size, seed)
         if "proj" in arrays:  # sign families may use fewer bits than asked (at most the dimension for ITQ)
             size = arrays["proj"].shape[1]
         return cls(dim=sample.shape[1], size=size, seed=seed, arrays=arrays)
@@ -195,12 +191,11 @@ class KMeansFamily(HashFamily):
     flat_max_cells = FLAT_ASSIGN_MAX_CELLS
 
     @staticmethod
-    def _fit(sample, size, seed, map_fn=map):
+    def _fit(sample, size, seed):
         cells = max(1, min(size, len(sample)))
         key_dir, key_offset = _top_direction(sample)
         if cells >= TWO_LEVEL_MIN_CELLS:
-            return {**_fit_two_level(sample, cells, seed, key_dir, map_fn), "key_dir": key_dir,
-                    "key_offset": key_offset}
+            return {**_fit_two_level(sample, cells, seed, key_dir), "key_dir": key_dir, "key_offset": key_offset}
         centroids = _kmeans(sample, cells, seed)
         return {"centroids": centroids, "order": _tour(centroids, key_dir), "key_dir": key_dir,
                 "key_offset": key_offset}
@@ -270,13 +265,11 @@ def _kmeans(sample: np.ndarray, cells: int, seed: int) -> np.ndarray:
     return km.centroids.astype(np.float32)
 
 
-def _fit_two_level(sample: np.ndarray, cells: int, seed: int, key_dir: np.ndarray,
-                   map_fn: MapFn = map) -> dict[str, np.ndarray]:
+def _fit_two_level(sample: np.ndarray, cells: int, seed: int, key_dir: np.ndarray) -> dict[str, np.ndarray]:
     """About √cells coarse cells; inside each, fine cells in proportion to its sample rows (at least one), fitted
     on those rows. Fine cell ids are global: coarse cell c owns ``fine_start[c] .. fine_start[c + 1] - 1``.
     ``order`` walks the coarse tour and, inside each coarse cell, a tour of its fine cells that starts next to
-    where the previous coarse cell's tour ended. The fine fits and the refinement's assignments are independent
-    parts, run through ``map_fn`` (:func:`fit_family`)."""
+    where the previous coarse cell's tour ended."""
     n_coarse = max(2, round(math.sqrt(cells)))
     coarse = _kmeans(sample, n_coarse, seed)
     index = faiss.IndexFlatL2(sample.shape[1])
@@ -284,19 +277,23 @@ def _fit_two_level(sample: np.ndarray, cells: int, seed: int, key_dir: np.ndarra
     parent = index.search(np.ascontiguousarray(sample, np.float32), 1)[1][:, 0]
     members = np.bincount(parent, minlength=n_coarse)
     share = _apportion(cells, members)
-    fine = list(map_fn(_fine_cells, [sample[parent == c] for c in range(n_coarse)], [coarse[c:c + 1] for c in
-                       range(n_coarse)], [int(k) for k in share], [seed + c + 1 for c in range(n_coarse)]))
-    start = np.concatenate([[0], np.cumsum([len(f) for f in fine])]).astype(np.int64)
+    fine, start = [], [0]
+    for c in range(n_coarse):
+        rows = sample[parent == c]
+        cents = coarse[c:c + 1] if share[c] == 1 or len(rows) < 2 else _kmeans(rows, int(share[c]), seed + c + 1)
+        fine.append(cents)
+        start.append(start[-1] + len(cents))
     centroids = np.concatenate(fine)
-    parts = np.array_split(np.ascontiguousarray(sample, np.float32), REFINE_PARTS)
+    start = np.asarray(start, np.int64)
+    tree = KMeansFamily(dim=sample.shape[1], size=cells, seed=seed,
+                        arrays={"centroids": centroids, "coarse": coarse, "fine_start": start})
     for _ in range(REFINE_ITERATIONS):  # Lloyd steps over all fine cells at once, assigned through the tree
-        arrays = {"centroids": centroids, "coarse": coarse, "fine_start": start}
-        cell = np.concatenate(list(map_fn(_assign_two_level, [arrays] * len(parts), parts)))
+        cell = tree._encode_two_level(np.ascontiguousarray(sample, np.float32))
         by_cell = np.argsort(cell, kind="stable")
         used, first, counts = np.unique(cell[by_cell], return_index=True, return_counts=True)
         sums = np.add.reduceat(sample[by_cell].astype(np.float64), first, axis=0)
-        centroids = centroids.copy()
         centroids[used] = (sums / counts[:, None]).astype(np.float32)
+        tree._levels = None
     fine = [centroids[start[c]:start[c + 1]] for c in range(n_coarse)]
     order, previous = [], None
     for c in _tour(coarse, key_dir):
@@ -304,22 +301,6 @@ def _fit_two_level(sample: np.ndarray, cells: int, seed: int, key_dir: np.ndarra
         order.extend(start[c] + local)
         previous = fine[c][local[-1]]
     return {"centroids": centroids, "order": np.asarray(order, np.int64), "coarse": coarse, "fine_start": start}
-
-
-def _fine_cells(rows: np.ndarray, fallback: np.ndarray, share: int, seed: int) -> np.ndarray:
-    """``share`` centroids fitted on a coarse cell's sample ``rows`` (its own centroid ``fallback`` when one
-    cell or fewer than 2 rows), on one thread."""
-    if share == 1 or len(rows) < 2:
-        return fallback
-    with one_thread():
-        return _kmeans(rows, share, seed)
-
-
-def _assign_two_level(arrays: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    """Fine cell of each row of ``x`` under the tree ``arrays``, on one thread."""
-    with one_thread():
-        return KMeansFamily(dim=x.shape[1], size=len(arrays["centroids"]), seed=0,
-                            arrays=arrays)._encode_two_level(x)
 
 
 def _apportion(cells: int, members: np.ndarray) -> np.ndarray:
@@ -362,26 +343,17 @@ FAMILY_CLASSES: dict[str, type[HashFamily]] = {
 }
 
 
-@contextlib.contextmanager
-def one_thread():
-    """FAISS (OpenMP, whose thread count is per calling thread) and BLAS on one thread in this block."""
+def fit_family(name: str, sample: np.ndarray, *, size: int, seed: int) -> HashFamily:
+    """Fit family ``name`` on ``sample`` (rows, dim) float32, on one thread: FAISS's and BLAS's reductions
+    round differently with other thread counts (a PCA moved by 4e-7 between a driver with 2 OpenMP threads
+    and one with 1, which moved rows across buckets), and the same seed must give the same shards wherever
+    the driver runs."""
+    if name not in FAMILY_CLASSES:
+        raise ValueError(f"unknown hash family {name!r}; choose one of {', '.join(FAMILIES)}")
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
         with threadpoolctl.threadpool_limits(1):
-            yield
+            return FAMILY_CLASSES[name].fit(sample, size=size, seed=seed)
     finally:
         faiss.omp_set_num_threads(threads)
-
-
-def fit_family(name: str, sample: np.ndarray, *, size: int, seed: int, map_fn: MapFn = map) -> HashFamily:
-    """Fit family ``name`` on ``sample`` (rows, dim) float32, on one thread: FAISS's and BLAS's reductions
-    round differently with other thread counts (a PCA moved by 4e-7 between a driver with 2 OpenMP threads
-    and one with 1, which moved rows across buckets), and the same seed must give the same shards wherever
-    the driver runs. ``map_fn`` (like the builtin ``map``; the build passes its Dask cluster's) runs the
-    independent parts of a two-level kmeans fit; each part runs on one thread too, so the family is the same
-    whatever runs the parts."""
-    if name not in FAMILY_CLASSES:
-        raise ValueError(f"unknown hash family {name!r}; choose one of {', '.join(FAMILIES)}")
-    with one_thread():
-        return FAMILY_CLASSES[name].fit(sample, size=size, seed=seed, map_fn=map_fn)

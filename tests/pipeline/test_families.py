@@ -100,23 +100,3 @@ def test_a_fit_does_not_depend_on_the_drivers_thread_count(family):
     assert faiss.omp_get_max_threads() == 2, "the caller's thread count was not restored"
     assert fits[0].keys() == fits[1].keys()
     assert all(np.array_equal(fits[0][k], fits[1][k]) for k in fits[0])
-
-
-def test_a_two_level_fit_is_the_same_whatever_runs_its_parts(dask_address, monkeypatch):
-    """The fine levels and refinement passes run as tasks on the build's cluster: worker processes, threads of
-    an in-process worker, or this process must all give the same family."""
-    from distributed import Client, LocalCluster
-
-    from pipeline.daskrt import client_map
-
-    monkeypatch.setattr(families, "TWO_LEVEL_MIN_CELLS", 2)
-    x, _ = mixture(8000, dim=16, clusters=8, seed=3)
-    here = fit_family("kmeans", x, size=64, seed=0).arrays
-    assert "coarse" in here
-    with Client(dask_address) as client:
-        on_processes = fit_family("kmeans", x, size=64, seed=0, map_fn=client_map(client)).arrays
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
-        on_threads = fit_family("kmeans", x, size=64, seed=0, map_fn=client_map(client)).arrays
-    for other in (on_processes, on_threads):
-        assert other.keys() == here.keys() and all(np.array_equal(here[k], other[k]) for k in here)
