@@ -237,20 +237,20 @@ class KMeansFamily(HashFamily):
         # the nearest fine cell among the fine cells of the PROBES nearest coarse cells: a row near a coarse
         # boundary still finds its nearest fine cell in the neighbouring coarse cell
         _, parents = top.search(x, min(PROBES, len(fine)))
-        best = np.full(len(x), np.inf, np.float32)
-        cell = np.zeros(len(x), np.int64)
-        for parent in parents.T:
-            by_parent = np.argsort(parent, kind="stable")
+        probes = parents.shape[1]
+        dist = np.empty((probes, len(x)), np.float32)
+        cell = np.empty((probes, len(x)), np.int64)
+        for p, parent in enumerate(parents.T):
+            # a stable sort of 16-bit ints is a radix sort
+            by_parent = np.argsort(parent.astype(np.int16 if len(fine) < 2**15 else np.int64), kind="stable")
             bounds = np.searchsorted(parent[by_parent], np.arange(len(fine) + 1))
             for c in range(len(fine)):
                 rows = by_parent[bounds[c]:bounds[c + 1]]
-                if not len(rows):
-                    continue
-                dist, f = fine[c].search(x[rows], 1)
-                better = dist[:, 0] < best[rows]
-                best[rows[better]] = dist[better, 0]
-                cell[rows[better]] = self.arrays["fine_start"][c] + f[better, 0]
-        return cell
+                if len(rows):
+                    d, f = fine[c].search(x[rows], 1)
+                    dist[p, rows], cell[p, rows] = d[:, 0], self.arrays["fine_start"][c] + f[:, 0]
+        # the first probe wins ties, as when probes are searched in order keeping only strictly nearer cells
+        return cell[np.argmin(dist, axis=0), np.arange(len(x))]
 
     def rank(self, bucket):
         rank_of = np.empty(len(self.arrays["order"]), np.int64)
