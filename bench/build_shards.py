@@ -114,6 +114,46 @@ def small_build(rows: int, repeats: int, tmp_dir: str | None) -> None:
           flush=True)
 
 
+def warmed_cluster(stack: contextlib.ExitStack, *, processes: bool, warm: Path, out: Path, args):
+    """A LocalCluster of the kind asked for, started on ``stack`` and warmed up by one small build per family."""
+    client = stack.enter_context(dask_client(None, n_workers=2, memory_limit=args.memory_limit, processes=processes))
+    for family in args.families.split(","):
+        build_shards(BuildConfig(source=str(warm), out=str(out), workers=args.workers, family=family, overwrite=True,
+                                 dask_address=client.scheduler.address))
+    return client
+
+
+def bench_size(rows: int, repeats: int, *, tmp: Path, warm: Path, args) -> None:
+    """The copy and each family's build at one size, each build on the cluster kind its default settings pick
+    (started for this size only: an in-process worker would count the next size's data as its own)."""
+    src = tmp / f"blobs-{rows}.parquet"
+    write_blobs(src, rows=rows, dim=args.dim, clusters=64, seed=0)
+    copy_times, peak, cpu = measure(lambda: pyarrow_copy(src, tmp / "copy.parquet"), repeats)
+    copy_secs = statistics.median(copy_times)
+    print(f"{rows:>10} {'pyarrow copy':>16} {'':>9} {repeats:>4} {copy_secs:>9.2f} {rows / copy_secs:>11,.0f} "
+          f"{'1.00':>17} {peak:>9.2f} {cpu}", flush=True)
+    os.unlink(tmp / "copy.parquet")
+    with contextlib.ExitStack() as stack:
+        clusters = {}
+        for family in args.families.split(","):
+            cfg = BuildConfig(source=str(src), out=str(tmp / "out"), workers=args.workers, family=family,
+                              overwrite=True)
+            processes = use_processes(cfg, open_source(cfg.source))
+            if processes not in clusters:
+                clusters[processes] = warmed_cluster(stack, processes=processes, warm=warm, out=tmp / "out", args=args)
+            cfg = cfg.model_copy(update={"dask_address": clusters[processes].scheduler.address})
+            times, peak, cpu = measure(lambda cfg=cfg: build_shards(cfg), repeats)
+            secs = statistics.median(times)
+            # ratio range pairs the slowest build with the fastest copy and the other way round
+            ratio = f"{copy_secs / secs:.2f}"
+            if repeats > 1:
+                ratio += f" ({min(copy_times) / max(times):.2f}-{max(copy_times) / min(times):.2f})"
+            kind = "2 procs" if processes else "2 threads"
+            print(f"{rows:>10} {'simshard ' + family:>16} {kind:>9} {repeats:>4} {secs:>9.2f} {rows / secs:>11,.0f} "
+                  f"{ratio:>17} {peak:>9.2f} {cpu}", flush=True)
+    os.unlink(src)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=2_000_000)
@@ -121,7 +161,7 @@ def main():
     ap.add_argument("--scale", type=int, default=8, help="also run at rows x scale (0 to skip)")
     ap.add_argument("--families", default="pca,kmeans")
     ap.add_argument("--workers", type=int, default=8)
-    ap.add_argument("--memory-limit", default="3GiB", help="per Dask worker")
+    ap.add_argument("--memory-limit", default="3GiB", help="per Dask worker process (an in-process worker gets twice)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each job at --rows")
     ap.add_argument("--scale-repeats", type=int, default=1, help="timed runs of each job at rows x scale")
     ap.add_argument("--tmp", default=None)
@@ -130,50 +170,16 @@ def main():
     if args.small_rows:
         small_build(args.small_rows, args.repeats, args.tmp)
     sizes = [(args.rows, args.repeats)] + ([(args.rows * args.scale, args.scale_repeats)] if args.scale else [])
-    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp, contextlib.ExitStack() as stack:
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         tmp = Path(tmp)
         warm = tmp / "warm.parquet"
         write_blobs(warm, rows=20_000, dim=args.dim, clusters=8, seed=1)
-        clusters = {}
-
-        def cluster(processes: bool):
-            """The cluster kind the default settings pick, started and warmed up once, then reused."""
-            if processes not in clusters:
-                client = stack.enter_context(dask_client(None, n_workers=2, memory_limit=args.memory_limit,
-                                                         processes=processes))
-                for family in args.families.split(","):
-                    build_shards(BuildConfig(source=str(warm), out=str(tmp / "out"), workers=args.workers,
-                                             family=family, overwrite=True, dask_address=client.scheduler.address))
-                clusters[processes] = client
-            return clusters[processes]
-
         print(f"{os.cpu_count()} cores; Dask LocalCluster as the default settings pick it (build.use_processes): "
               f"2 worker processes x {args.memory_limit}, or one in-process worker with 2 threads and twice that")
         print(f"{'rows':>10} {'run':>16} {'cluster':>9} {'runs':>4} {'median s':>9} {'rows/s':>11} {'vs copy':>17} "
               f"{'peak GiB':>9} {'user s':>7} {'sys s':>7}")
         for rows, repeats in sizes:
-            src = tmp / f"blobs-{rows}.parquet"
-            write_blobs(src, rows=rows, dim=args.dim, clusters=64, seed=0)
-            copy_times, peak, cpu = measure(lambda src=src: pyarrow_copy(src, tmp / "copy.parquet"), repeats)
-            copy_secs = statistics.median(copy_times)
-            print(f"{rows:>10} {'pyarrow copy':>16} {'':>9} {repeats:>4} {copy_secs:>9.2f} {rows / copy_secs:>11,.0f} "
-                  f"{'1.00':>17} {peak:>9.2f} {cpu}", flush=True)
-            os.unlink(tmp / "copy.parquet")
-            for family in args.families.split(","):
-                cfg = BuildConfig(source=str(src), out=str(tmp / "out"), workers=args.workers, family=family,
-                                  overwrite=True)
-                processes = use_processes(cfg, open_source(cfg.source))
-                cfg = cfg.model_copy(update={"dask_address": cluster(processes).scheduler.address})
-                times, peak, cpu = measure(lambda cfg=cfg: build_shards(cfg), repeats)
-                secs = statistics.median(times)
-                # ratio range pairs the slowest build with the fastest copy and the other way round
-                ratio = f"{copy_secs / secs:.2f}"
-                if repeats > 1:
-                    ratio += f" ({min(copy_times) / max(times):.2f}-{max(copy_times) / min(times):.2f})"
-                kind = "2 procs" if processes else "2 threads"
-                print(f"{rows:>10} {'simshard ' + family:>16} {kind:>9} {repeats:>4} {secs:>9.2f} "
-                      f"{rows / secs:>11,.0f} {ratio:>17} {peak:>9.2f} {cpu}", flush=True)
-            os.unlink(src)
+            bench_size(rows, repeats, tmp=tmp, warm=warm, args=args)
 
 
 if __name__ == "__main__":

@@ -83,23 +83,29 @@ def _by_target(target: np.ndarray, targets: int) -> np.ndarray:
     return np.argsort(target.astype(np.int32 if targets > 2**15 else np.int16), kind="stable")
 
 
-def split_chunk(chunk: Chunk, data: ChunkArrays | None, dest: np.ndarray, *, ds: SourceDataset,
-                firsts: np.ndarray) -> tuple:
-    """The chunk's kept rows as one block per target, (dest int64 (k,), features float32 (k, dim), labels int64
-    (k,) or None, source_row int64 (k,)), rows in source order. ``firsts``: each target's first destination key;
-    ``dest`` int64 (rows,): each row's destination key, -1 for a dropped row."""
-    data = ds.read_arrays(chunk, row_major=True) if data is None else data
-    kept = np.flatnonzero(dest >= 0)
-    dest = dest[kept]
+def route_chunk(dest: np.ndarray, *, targets: list[Target]) -> tuple:
+    """Per target, (rows int64 (k,): the chunk's rows bound there, ascending; their keys int64 (k,)).
+    ``targets`` are in key order; rows with other keys (-1: dropped; or another file's, written in another wave
+    or by a killed run of the build) are left out."""
+    firsts = np.asarray([t.first for t in targets], np.int64)
+    ends = np.asarray([t.end for t in targets], np.int64)
     target = np.searchsorted(firsts, dest, side="right") - 1
+    kept = np.flatnonzero((target >= 0) & (dest < ends[np.maximum(target, 0)]))
+    dest, target = dest[kept], target[kept]
     by_target = _by_target(target, len(firsts))
     cuts = np.searchsorted(target[by_target], np.arange(1, len(firsts)))
+    return tuple((kept[sel], dest[sel]) for sel in np.split(by_target, cuts))
+
+
+def split_chunk(chunk: Chunk, data: ChunkArrays | None, dest: np.ndarray, *, ds: SourceDataset,
+                targets: list[Target]) -> tuple:
+    """The chunk's rows bound for ``targets`` as one block per target, (dest int64 (k,), features float32 (k,
+    dim), labels int64 (k,) or None, source_row int64 (k,)), rows in source order. ``dest`` int64 (rows,): each
+    row's destination key, -1 for a dropped row."""
+    data = ds.read_arrays(chunk, row_major=True) if data is None else data
     x, y = data.features, data.labels
-    blocks = []
-    for sel in np.split(by_target, cuts):
-        rows = kept[sel]
-        blocks.append((dest[sel], np.take(x, rows, axis=0), None if y is None else y[rows], rows + chunk.offset))
-    return tuple(blocks)
+    return tuple((keys, np.take(x, rows, axis=0), None if y is None else y[rows], rows + chunk.offset)
+                 for rows, keys in route_chunk(dest, targets=targets))
 
 
 def write_blocks(blocks: list[tuple], target: Target, *, out: Path, ds: SourceDataset, row_group_rows: int) -> dict:
@@ -112,27 +118,17 @@ def write_blocks(blocks: list[tuple], target: Target, *, out: Path, ds: SourceDa
 
 def block_writes(ds: SourceDataset, chunks: list[Chunk], data: list, *, dests: list, targets: list[Target],
                  out: Path, row_group_rows: int, finish) -> list:
-    """Delayed writes, one per target, in target order; ``finish(target, info)`` makes each one's result."""
-    firsts = np.asarray([t.first for t in targets], np.int64)
+    """Delayed writes, one per target, in target order; ``finish(target, info)`` makes each one's result. The
+    targets are part files in key order (all of them, or one wave's)."""
     # each function is wrapped once: dask.delayed tokenizes what it wraps, and these closures hold the dataset
     split_task = dask.delayed(split_chunk, nout=len(targets), pure=False)
-    split = [split_task(c, d, k, ds=ds, firsts=firsts) for c, d, k in zip(chunks, data, dests)]
+    split = [split_task(c, d, k, ds=ds, targets=targets) for c, d, k in zip(chunks, data, dests)]
 
     def write(blocks, target):
         return finish(target, write_blocks(blocks, target, out=out, ds=ds, row_group_rows=row_group_rows))
 
     write_task = dask.delayed(write, pure=False)
     return [write_task([s[t] for s in split], target) for t, target in enumerate(targets)]
-
-
-def route_chunk(dest: np.ndarray, *, firsts: np.ndarray) -> tuple:
-    """Per target, (rows int64 (k,): the chunk's rows bound there, ascending; their keys int64 (k,))."""
-    kept = np.flatnonzero(dest >= 0)
-    dest = dest[kept]
-    target = np.searchsorted(firsts, dest, side="right") - 1
-    by_target = _by_target(target, len(firsts))
-    cuts = np.searchsorted(target[by_target], np.arange(1, len(firsts)))
-    return tuple((kept[sel], dest[sel]) for sel in np.split(by_target, cuts))
 
 
 def write_in_place(held: list[ChunkArrays], routes: list[tuple], chunks: list[Chunk], target: Target, *,
@@ -149,9 +145,8 @@ def write_in_place(held: list[ChunkArrays], routes: list[tuple], chunks: list[Ch
 def in_place_writes(ds: SourceDataset, chunks: list[Chunk], data: list, *, dests: list, targets: list[Target],
                     out: Path, row_group_rows: int, finish) -> list:
     """Like :func:`block_writes`, for chunks all held by one worker (``data``: their futures)."""
-    firsts = np.asarray([t.first for t in targets], np.int64)
     route_task = dask.delayed(route_chunk, pure=False)
-    routes = [route_task(k, firsts=firsts) for k in dests]
+    routes = [route_task(k, targets=targets) for k in dests]
 
     def write(held, routed, t):
         return finish(targets[t], write_in_place(held, [r[t] for r in routed], chunks, targets[t], out=out, ds=ds,

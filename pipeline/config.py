@@ -45,8 +45,9 @@ class BuildConfig(BaseModel):
                                  "and log its URL")
     shuffle_method: Literal["auto", "blocks", "tasks", "p2p"] = Field(
         "auto", description="Dask shuffle for the write pass: auto picks blocks (numpy blocks between tasks, "
-        "fastest) when the data is under a quarter of the cluster's memory, else p2p (a DataFrame shuffle built "
-        "for larger-than-memory data); tasks is the DataFrame task shuffle")
+        "fastest) when the data is under a quarter of the cluster's memory, or under four times that (then "
+        "written in waves of that size, the source read once a wave), else p2p (a DataFrame shuffle built for "
+        "larger-than-memory data); tasks is the DataFrame task shuffle")
     rows_per_part: int = Field(1_000_000, ge=1, description="a shard larger than this becomes a folder of parts")
     row_group_rows: int = Field(ROW_GROUP_ROWS, ge=1, description="rows per Parquet row group of the shard files "
                                 "(the unit training reads and reshuffles)")

@@ -23,8 +23,9 @@ def dask_client(address: str | None = None, *, n_workers: int = 2, threads_per_w
                 dashboard: bool = False, processes: bool = True) -> Iterator[Client]:
     """Yield a client: to ``address`` when given, else to a LocalCluster on 127.0.0.1 closed on exit. The
     LocalCluster serves no dashboard unless ``dashboard`` (then on a free loopback port, URL logged).
-    ``processes=False`` makes it one in-process worker with ``n_workers`` threads: it starts in a fraction of
-    a second instead of about two, for sources small enough that the GIL does not matter."""
+    ``processes=False`` makes it one in-process worker with ``n_workers`` threads and ``n_workers`` times the
+    memory limit: it starts in a fraction of a second instead of about two, and its tasks share memory (the
+    build's work is numpy, Arrow and FAISS, which release the GIL)."""
     if not processes:
         memory_limit = _times(memory_limit, n_workers)  # the one worker stands for n_workers
         n_workers, threads_per_worker = 1, n_workers * threads_per_worker
@@ -38,16 +39,31 @@ def dask_client(address: str | None = None, *, n_workers: int = 2, threads_per_w
     network = {"host": "127.0.0.1"} if processes else {}
     # worker processes leave Ctrl-C to the driver, which closes the cluster in order
     workers = {"preload": ["pipeline.worker_setup"]} if processes else {}
-    with LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=processes,
-                      **network, **workers,
-                      dashboard_address="127.0.0.1:0" if dashboard else None,
-                      scheduler_kwargs=None if dashboard else {"dashboard_address": "127.0.0.1:0"},
-                      memory_limit=memory_limit, local_directory=local_directory) as cluster, \
+    with _memory_warnings_off(not processes), \
+            LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=processes,
+                         **network, **workers,
+                         dashboard_address="127.0.0.1:0" if dashboard else None,
+                         scheduler_kwargs=None if dashboard else {"dashboard_address": "127.0.0.1:0"},
+                         memory_limit=memory_limit, local_directory=local_directory) as cluster, \
             Client(cluster) as client:
         log.info("Dask LocalCluster: %d %s x %d thread(s), %s", n_workers,
                  "worker process(es)" if processes else "in-process worker(s)", threads_per_worker,
                  f"dashboard {client.dashboard_link}" if dashboard else "no dashboard (--dask-dashboard for one)")
         yield client
+
+
+@contextlib.contextmanager
+def _memory_warnings_off(off: bool) -> Iterator[None]:
+    """An in-process worker measures the whole process (this driver, Prefect, the worker's data): its
+    "unmanaged memory is high" warnings would count the driver's memory as the worker's leak."""
+    logger = logging.getLogger("distributed.worker.memory")
+    level = logger.level
+    if off:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _times(memory_limit: str, n: int) -> str:

@@ -23,6 +23,12 @@ class Target:
     part: int
     path: str  # relative to the shard folder
     first: int  # first destination key (inclusive)
+    rows: int  # the file's keys are first .. first + rows - 1, every one of them used
+
+    @property
+    def end(self) -> int:
+        """One past the file's last destination key."""
+        return self.first + self.rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +59,8 @@ class DestLayout:
             parts = max(1, math.ceil(rows / rows_per_part))
             for j in range(parts):
                 path = f"{stem}.parquet" if parts == 1 else f"{stem}/part-{j:05d}.parquet"
-                targets.append(Target(kind, index, j, path, base + j * rows_per_part))
+                targets.append(Target(kind, index, j, path, base + j * rows_per_part,
+                                      min(rows_per_part, rows - j * rows_per_part)))
 
         for i, rows in enumerate(self.rows_per_shard):
             add("shard", i, rows, i * self.stride, shard_name(i, self.workers))

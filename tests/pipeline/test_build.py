@@ -1,5 +1,6 @@
 """build_shards end to end on real Parquet files and a real Dask LocalCluster (no Prefect)."""
 
+import re
 import time
 
 import numpy as np
@@ -100,13 +101,22 @@ def test_label_distance_matches_the_labels_in_the_files(digits_aligned):
 
 
 def test_same_seed_gives_identical_files_whatever_the_shuffle(digits_aligned, tmp_path, dask_address,
-                                                              monkeypatch):
+                                                              monkeypatch, caplog):
+    import logging
+
     first, _ = digits_aligned  # built with shuffle_method auto (blocks for data this small), source held
     monkeypatch.setattr(resident, "MEMORY_SHARE", 0.0)  # every pass reads from storage
     again, _ = build(tmp_path, dask_address, workers=4, family="kmeans", order="aligned", seed=5,
                      shuffle_method="p2p", chunk_rows=500)
-    blocks, _ = build(tmp_path, dask_address, "blocks", workers=4, family="kmeans", order="aligned", seed=5,
-                      shuffle_method="blocks", chunk_rows=300)
+    # not held, and a memory share of about 2 part files (~450 rows of 280 bytes each): the blocks shuffle
+    # writes in waves
+    with Client(dask_address) as client:
+        monkeypatch.setattr(resident, "MEMORY_SHARE", 250_000 / resident.cluster_memory(client))
+    with caplog.at_level(logging.INFO, logger="simshard"):
+        blocks, _ = build(tmp_path, dask_address, "blocks", workers=4, family="kmeans", order="aligned", seed=5,
+                          shuffle_method="auto", chunk_rows=300)
+    assert "source not kept in cluster memory" in caplog.text
+    assert re.search(r"write pass in ([3-9]|\d\d) waves", caplog.text), caplog.text
     monkeypatch.undo()
     # one in-process worker holds every chunk: the writers gather from the chunks in place
     in_place, _ = build(tmp_path, None, "in-place", workers=4, family="kmeans", order="aligned", seed=5,
