@@ -11,9 +11,13 @@ page-cache work, which grows faster than the data once files no longer fit in th
 Each build runs on the Dask cluster kind its default settings pick (``pipeline.build.use_processes``: one
 in-process worker with 2 threads for sources under 1 GiB in memory, else 2 worker processes), started and
 warmed up (one small untimed build, so that imports and first allocations in the workers are not timed)
-before timing, and reused. Each measurement is repeated (``--repeats`` at the
-base size, ``--scale-repeats`` at the larger one); the median time is printed, with the range of the ratio
-when there are several.
+before timing, and reused. Each measurement is repeated (``--repeats`` at the base size, ``--scale-repeats``
+at the larger one); the median time is printed, with the range of the ratio when there are several.
+
+On this machine (a VM) the kernel time swings most: touching memory that has been free for a few seconds
+costs 0.4-1.4 s of kernel time per GiB, against 0.06 s per GiB for memory freed just before (measured with
+``np.ones`` of 512 MiB). The copy streams through a little memory; a build holds the source and its output
+files' columns, so its kernel seconds, and the ratio, follow the machine's memory state.
 """
 
 import argparse
@@ -91,10 +95,9 @@ def pyarrow_copy(src: Path, dst: Path):
             w.write_batch(batch)
 
 
-def measure(fn, repeats: int) -> tuple[list[float], float, str]:
-    """Times (s) of ``repeats`` calls, the highest peak memory (GiB) seen and the median user and system CPU
+def summary(runs: list) -> tuple[list[float], float, str]:
+    """Times (s) of ``timed`` runs, the highest peak memory (GiB) seen and the median user and system CPU
     seconds, formatted."""
-    runs = [timed(fn) for _ in range(repeats)]
     user, system = (statistics.median(r[2][i] for r in runs) for i in (0, 1))
     return [r[0] for r in runs], max(r[1] for r in runs), f"{user:>7.2f} {system:>7.2f}"
 
@@ -125,32 +128,38 @@ def warmed_cluster(stack: contextlib.ExitStack, *, processes: bool, warm: Path, 
 
 def bench_size(rows: int, repeats: int, *, tmp: Path, warm: Path, args) -> None:
     """The copy and each family's build at one size, each build on the cluster kind its default settings pick
-    (started for this size only: an in-process worker would count the next size's data as its own)."""
+    (started for this size only: an in-process worker would count the next size's data as its own). Each job's
+    runs follow each other: taking turns gave the copy the memory a build had just freed, which this machine
+    serves several times faster than memory left free for a few seconds (the copy's median fell to 0.61 s)."""
     src = tmp / f"blobs-{rows}.parquet"
     write_blobs(src, rows=rows, dim=args.dim, clusters=64, seed=0)
-    copy_times, peak, cpu = measure(lambda: pyarrow_copy(src, tmp / "copy.parquet"), repeats)
-    copy_secs = statistics.median(copy_times)
-    print(f"{rows:>10} {'pyarrow copy':>16} {'':>9} {repeats:>4} {copy_secs:>9.2f} {rows / copy_secs:>11,.0f} "
-          f"{'1.00':>17} {peak:>9.2f} {cpu}", flush=True)
-    os.unlink(tmp / "copy.parquet")
+    families = args.families.split(",")
     with contextlib.ExitStack() as stack:
-        clusters = {}
-        for family in args.families.split(","):
+        clusters, configs = {}, {}
+        for family in families:
             cfg = BuildConfig(source=str(src), out=str(tmp / "out"), workers=args.workers, family=family,
                               overwrite=True)
             processes = use_processes(cfg, open_source(cfg.source))
             if processes not in clusters:
                 clusters[processes] = warmed_cluster(stack, processes=processes, warm=warm, out=tmp / "out", args=args)
-            cfg = cfg.model_copy(update={"dask_address": clusters[processes].scheduler.address})
-            times, peak, cpu = measure(lambda cfg=cfg: build_shards(cfg), repeats)
-            secs = statistics.median(times)
-            # ratio range pairs the slowest build with the fastest copy and the other way round
-            ratio = f"{copy_secs / secs:.2f}"
-            if repeats > 1:
-                ratio += f" ({min(copy_times) / max(times):.2f}-{max(copy_times) / min(times):.2f})"
-            kind = "2 procs" if processes else "2 threads"
-            print(f"{rows:>10} {'simshard ' + family:>16} {kind:>9} {repeats:>4} {secs:>9.2f} {rows / secs:>11,.0f} "
-                  f"{ratio:>17} {peak:>9.2f} {cpu}", flush=True)
+            configs[family] = (cfg.model_copy(update={"dask_address": clusters[processes].scheduler.address}),
+                               "2 procs" if processes else "2 threads")
+        runs = {"copy": [timed(lambda: pyarrow_copy(src, tmp / "copy.parquet")) for _ in range(repeats)]}
+        os.unlink(tmp / "copy.parquet")
+        for family in families:
+            runs[family] = [timed(lambda cfg=configs[family][0]: build_shards(cfg)) for _ in range(repeats)]
+    copy_times, peak, cpu = summary(runs["copy"])
+    copy_secs = statistics.median(copy_times)
+    print(f"{rows:>10} {'pyarrow copy':>16} {'':>9} {repeats:>4} {copy_secs:>9.2f} {rows / copy_secs:>11,.0f} "
+          f"{'1.00':>17} {peak:>9.2f} {cpu}", flush=True)
+    for family in families:
+        times, peak, cpu = summary(runs[family])
+        secs = statistics.median(times)
+        ratio = f"{copy_secs / secs:.2f}"
+        if repeats > 1:  # the range pairs the slowest build with the fastest copy and the other way round
+            ratio += f" ({min(copy_times) / max(times):.2f}-{max(copy_times) / min(times):.2f})"
+        print(f"{rows:>10} {'simshard ' + family:>16} {configs[family][1]:>9} {repeats:>4} {secs:>9.2f} "
+              f"{rows / secs:>11,.0f} {ratio:>17} {peak:>9.2f} {cpu}", flush=True)
     os.unlink(src)
 
 

