@@ -3,7 +3,8 @@
     python bench/build_shards.py [--rows 2000000] [--scale 8] [--families pca,kmeans]
 
 Prints rows/s of each run, the ratio to the copy, peak memory (sum of RSS over this process and its
-children, sampled every 0.2 s) and CPU seconds in user space and in the kernel, summed over the same
+children, sampled every 0.2 s; and the largest single process's, to compare with a Dask worker's memory
+limit: an in-process worker lives in this process) and CPU seconds in user space and in the kernel, summed over the same
 processes (the Dask workers, the scheduler and this driver). CPU seconds divided by the machine's cores bound
 the wall time from below, which tells whether a run is limited by CPU; kernel seconds are mostly file I/O and
 page-cache work, which grows faster than the data once files no longer fit in the page cache.
@@ -43,19 +44,19 @@ from storage.demo import write_blobs
 
 class PeakMemory:
     def __init__(self):
-        self.peak, self._stop = 0, threading.Event()
+        self.peak, self.largest, self._stop = 0, 0, threading.Event()
 
     def _run(self):
         me = psutil.Process()
         while not self._stop.is_set():
             procs = [me] + me.children(recursive=True)
-            total = 0
+            sizes = []
             for p in procs:
                 try:
-                    total += p.memory_info().rss
+                    sizes.append(p.memory_info().rss)
                 except psutil.Error:
                     pass
-            self.peak = max(self.peak, total)
+            self.peak, self.largest = max(self.peak, sum(sizes)), max([self.largest, *sizes])
             time.sleep(0.2)
 
     def __enter__(self):
@@ -81,12 +82,12 @@ def cpu_seconds() -> tuple[float, float]:
 
 
 def timed(fn):
-    """(wall s, peak GiB, (user, system) CPU s) of one call."""
+    """(wall s, (peak GiB, largest process GiB), (user, system) CPU s) of one call."""
     with PeakMemory() as mem:
         cpu, start = cpu_seconds(), time.perf_counter()
         fn()
         wall, end = time.perf_counter() - start, cpu_seconds()
-        return wall, mem.peak / 2**30, (end[0] - cpu[0], end[1] - cpu[1])
+        return wall, (mem.peak / 2**30, mem.largest / 2**30), (end[0] - cpu[0], end[1] - cpu[1])
 
 
 def pyarrow_copy(src: Path, dst: Path):
@@ -95,11 +96,12 @@ def pyarrow_copy(src: Path, dst: Path):
             w.write_batch(batch)
 
 
-def summary(runs: list) -> tuple[list[float], float, str]:
-    """Times (s) of ``timed`` runs, the highest peak memory (GiB) seen and the median user and system CPU
-    seconds, formatted."""
+def summary(runs: list) -> tuple[list[float], str, str]:
+    """Times (s) of ``timed`` runs, the highest peak memory and largest process (GiB) seen, and the median user
+    and system CPU seconds, formatted."""
     user, system = (statistics.median(r[2][i] for r in runs) for i in (0, 1))
-    return [r[0] for r in runs], max(r[1] for r in runs), f"{user:>7.2f} {system:>7.2f}"
+    peak, largest = (max(r[1][i] for r in runs) for i in (0, 1))
+    return [r[0] for r in runs], f"{peak:>9.2f} {largest:>8.2f}", f"{user:>7.2f} {system:>7.2f}"
 
 
 def small_build(rows: int, repeats: int, tmp_dir: str | None) -> None:
@@ -151,7 +153,7 @@ def bench_size(rows: int, repeats: int, *, tmp: Path, warm: Path, args) -> None:
     copy_times, peak, cpu = summary(runs["copy"])
     copy_secs = statistics.median(copy_times)
     print(f"{rows:>10} {'pyarrow copy':>16} {'':>9} {repeats:>4} {copy_secs:>9.2f} {rows / copy_secs:>11,.0f} "
-          f"{'1.00':>17} {peak:>9.2f} {cpu}", flush=True)
+          f"{'1.00':>17} {peak} {cpu}", flush=True)
     for family in families:
         times, peak, cpu = summary(runs[family])
         secs = statistics.median(times)
@@ -159,7 +161,7 @@ def bench_size(rows: int, repeats: int, *, tmp: Path, warm: Path, args) -> None:
         if repeats > 1:  # the range pairs the slowest build with the fastest copy and the other way round
             ratio += f" ({min(copy_times) / max(times):.2f}-{max(copy_times) / min(times):.2f})"
         print(f"{rows:>10} {'simshard ' + family:>16} {configs[family][1]:>9} {repeats:>4} {secs:>9.2f} "
-              f"{rows / secs:>11,.0f} {ratio:>17} {peak:>9.2f} {cpu}", flush=True)
+              f"{rows / secs:>11,.0f} {ratio:>17} {peak} {cpu}", flush=True)
     os.unlink(src)
 
 
@@ -186,7 +188,7 @@ def main():
         print(f"{os.cpu_count()} cores; Dask LocalCluster as the default settings pick it (build.use_processes): "
               f"2 worker processes x {args.memory_limit}, or one in-process worker with 2 threads and twice that")
         print(f"{'rows':>10} {'run':>16} {'cluster':>9} {'runs':>4} {'median s':>9} {'rows/s':>11} {'vs copy':>17} "
-              f"{'peak GiB':>9} {'user s':>7} {'sys s':>7}")
+              f"{'peak GiB':>9} {'max proc':>8} {'user s':>7} {'sys s':>7}")
         for rows, repeats in sizes:
             bench_size(rows, repeats, tmp=tmp, warm=warm, args=args)
 

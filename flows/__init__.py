@@ -12,6 +12,12 @@ os.environ.setdefault("PREFECT_LOGGING_HANDLERS_DEBUG_STREAM", "ext://sys.stdout
 # Dask's own loggers also fire outside flow runs (cluster shutdown); keep them out of warnings there.
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
+# A flow CLI (`python -m flows.build_shards`…) starts Prefect's temporary server here, so that its start
+# overlaps this process's imports; a library import starts nothing (see flows.server_process).
+from flows import server_process  # noqa: E402
+
+server_process.prestart()
+
 import logging  # noqa: E402
 
 # distributed replaces the handlers of its loggers when first imported: import it before Prefect attaches its

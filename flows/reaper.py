@@ -20,10 +20,17 @@ POLL_S = 0.5
 GRACE_S = 5.0
 
 
+_watching: subprocess.Popen | None = None
+
+
 def watch_me() -> subprocess.Popen:
-    """Start a reaper for this process."""
-    return subprocess.Popen([sys.executable, "-m", "flows.reaper", str(os.getpid())], start_new_session=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """Start a reaper for this process (once: later calls return the same one)."""
+    global _watching
+    if _watching is None:
+        _watching = subprocess.Popen([sys.executable, "-m", "flows.reaper", str(os.getpid())],
+                                     start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+    return _watching
 
 
 def reap(pid: int) -> None:

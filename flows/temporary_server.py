@@ -2,10 +2,12 @@
 
 Prefect starts one by itself on the first flow call when no server is configured. simshard starts the same
 thing, Prefect's API app (``prefect.server.api.server:create_app``) under uvicorn on 127.0.0.1 with the UI and
-the background services off, for two reasons, both measured:
+the background services off (:mod:`flows.server_process`), for three reasons, all measured:
 
 - The driver never imports Prefect's server package, which Prefect's own start needs: 1.6 s (measured under
   load) of a 40,000-row build's 8.5 s.
+- A flow CLI starts the server before its own imports (:func:`flows.server_process.prestart`), so that the
+  server's start (about 4 s of one core) and the driver's imports (about 2 s of the other) overlap.
 - The server runs in a session of its own, so Ctrl-C in the terminal reaches the driver and not the server.
   The driver then reports the interrupted run to a live server and stops it; with Prefect's own start the same
   Ctrl-C stopped the server too, and the driver retried against it for 10 s before exiting.
@@ -14,56 +16,46 @@ The server stops when the block ends; if the driver is killed, its reaper (:mod:
 """
 
 import contextlib
+import importlib
 import logging
-import os
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import prefect
 from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
-from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+from prefect.settings import (
+    PREFECT_API_URL,
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+    temporary_settings,
+)
+
+from flows import server_process
+from flows.server_process import ServerProcess
+from pipeline import plots
 
 log = logging.getLogger("simshard")
-STOP_GRACE_S = 5.0
 DRAIN_TIMEOUT_S = 5.0
 PORT_ATTEMPTS = 3
+# imported by every flow run on first use (Prefect's parameter encoding and flow call, pyarrow's first
+# pa.array(), the artifacts' plots): about 0.9 s of a 40,000-row build, spent while the server starts instead
+PRELOAD = ("fastapi.encoders", "prefect.utilities.visualization", "pandas")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start(port: int, errors) -> subprocess.Popen:
-    env = dict(os.environ, PREFECT_UI_ENABLED="0", PREFECT__SERVER_EPHEMERAL="1", PREFECT__SERVER_FINAL="1")
-    return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent), "--factory",
-         "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port), "--log-level",
-         "error", "--lifespan", "on"],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True)
-
-
-def _healthy(proc: subprocess.Popen, url: str, timeout: float) -> bool:
-    """Wait until ``url``/health answers 200; False when the process exits first (its port was taken)."""
+def _healthy(server: ServerProcess, timeout: float) -> bool:
+    """Wait until the server's /health answers 200; False when the process exits first (its port was taken)."""
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=2.0) as client:
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
+            if server.proc.poll() is not None:
                 return False
             try:
-                if client.get(f"{url}/health").status_code == 200:
+                if client.get(f"{server.url}/health").status_code == 200:
                     return True
             except httpx.TransportError:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.05)
     raise RuntimeError(f"Prefect's temporary server did not answer within {timeout:g} s "
                        "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)")
 
@@ -75,13 +67,26 @@ def _drain_prefect() -> None:
         worker.drain_all(timeout=DRAIN_TIMEOUT_S)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def _answering_server(timeout: float) -> ServerProcess:
+    """The prestarted server, or a new one, once it answers; a new port when one exits first."""
+    server = server_process.adopt() or server_process.start()
+    for module in PRELOAD:
+        importlib.import_module(module)
+    plots.pyplot()
+    errors = []
+    for _ in range(PORT_ATTEMPTS):
+        server = server or server_process.start()
+        try:
+            if _healthy(server, timeout):
+                return server
+        except BaseException:
+            server.stop()
+            raise
+        server.errors.seek(0)
+        errors.append(server.errors.read().strip())
+        server.stop()
+        server = None
+    raise RuntimeError(f"Prefect's temporary server did not start: {errors[-1][-300:]}")
 
 
 @contextlib.contextmanager
@@ -89,29 +94,21 @@ def temporary_server() -> Iterator[str | None]:
     """Within the block, flows report to a temporary Prefect server on 127.0.0.1 (its API URL is yielded), or to
     the server ``PREFECT_API_URL`` names when it is set (None is yielded, nothing is started)."""
     if PREFECT_API_URL.value():
+        prestarted = server_process.adopt()
+        if prestarted is not None:
+            prestarted.stop()
         yield None
         return
-    timeout = float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
-    with tempfile.TemporaryFile(mode="w+") as errors:
-        for _ in range(PORT_ATTEMPTS):
-            port = _free_port()
-            url = f"http://127.0.0.1:{port}/api"
-            proc = _start(port, errors)
+    server = _answering_server(float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
+    url = server.url
+    log.info("Prefect: temporary server on %s (set PREFECT_API_URL to use another)", url.removesuffix("/api"))
+    try:
+        # Heartbeats tell a lasting server that a run has crashed; this server ends with the run. Prefect also
+        # waits for its heartbeat thread's 1 s sleep at the end of each flow run (0.5-1 s measured).
+        with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             try:
-                if _healthy(proc, url, timeout):
-                    break
-            except BaseException:
-                _stop(proc)
-                raise
-        else:
-            errors.seek(0)
-            raise RuntimeError(f"Prefect's temporary server did not start: {errors.read().strip()[-300:]}")
-        log.info("Prefect: temporary server on %s (set PREFECT_API_URL to use another)", url.removesuffix("/api"))
-        try:
-            with temporary_settings(updates={PREFECT_API_URL: url}):
-                try:
-                    yield url
-                finally:
-                    _drain_prefect()
-        finally:
-            _stop(proc)
+                yield url
+            finally:
+                _drain_prefect()
+    finally:
+        server.stop()

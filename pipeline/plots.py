@@ -5,7 +5,8 @@ import io
 from pathlib import Path
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -16,7 +17,7 @@ def _pyplot():
 
 def shard_stats_png(manifest, path: Path) -> Path:
     """Rows per shard and each shard's label-distribution distance from the whole."""
-    plt = _pyplot()
+    plt = pyplot()
     q = manifest.quality
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     shards = range(manifest.workers)
@@ -43,7 +44,7 @@ def _save(fig, path: Path) -> None:
 
 def bucket_sizes_png(manifest, path: Path) -> Path:
     """An index's rows per bucket, buckets in locality order."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = manifest.buckets.rows
     fig, ax = plt.subplots(figsize=(8, 3.5))
     ax.bar(range(len(rows)), rows, width=1.0, color="tab:blue")

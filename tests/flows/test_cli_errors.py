@@ -109,21 +109,23 @@ TRAIN_CASES = {
 
 
 @pytest.mark.parametrize("case", list(TRAIN_CASES))
-def test_train_bad_input_is_one_line(case, shard_copy, tmp_path):
+def test_train_bad_input_is_one_line(case, shard_copy, tmp_path, prefect_env):
     args, fragments = TRAIN_CASES[case]
-    res = run_module("flows.train", "--shards", shard_copy, "--out", tmp_path / "run", *args, cwd=tmp_path)
+    res = run_module("flows.train", "--shards", shard_copy, "--out", tmp_path / "run", *args, cwd=tmp_path,
+                     env=prefect_env)
     assert_one_error_line(res, *fragments)
     assert not (tmp_path / "run").exists()
 
 
-def test_train_refuses_the_wrong_kind_of_folder_in_one_line(digits_shards, digits_index, tmp_path):
+def test_train_refuses_the_wrong_kind_of_folder_in_one_line(digits_shards, digits_index, tmp_path, prefect_env):
     cases = [
         (["--index", digits_shards], ["--index", "is a shard set", "pass it as --shards"]),
         (["--shards", digits_index], ["--shards", "is an index", "pass it as --index"]),
         (["--shards", digits_shards, "--index", digits_index], ["--shards", "--index", "not both"]),
         (["--index", digits_index, "--workers", "60"], ["--workers 60 × --batch-size 32", "1619 training rows"]),
     ]
-    results = run_modules(*[("flows.train", *args, "--out", tmp_path / "run") for args, _ in cases], cwd=tmp_path)
+    results = run_modules(*[("flows.train", *args, "--out", tmp_path / "run") for args, _ in cases], cwd=tmp_path,
+                           env=prefect_env)
     for res, (_, fragments) in zip(results, cases):
         assert_one_error_line(res, *fragments)
     assert not (tmp_path / "run").exists()
@@ -134,20 +136,21 @@ def test_train_refuses_the_wrong_kind_of_folder_in_one_line(digits_shards, digit
     (lambda m: m["rows_per_shard"].__setitem__(0, 999), ["00000001.json", "shard 0 is inconsistent"]),
     (lambda m: m.pop("columns"), ["00000001.json", "columns", "Field required"]),
 ], ids=["rows doubled everywhere", "rows_per_shard edited", "field missing"])
-def test_train_refuses_a_manifest_that_does_not_match_its_files(change, fragments, shard_copy, tmp_path):
+def test_train_refuses_a_manifest_that_does_not_match_its_files(change, fragments, shard_copy, tmp_path,
+                                                                 prefect_env):
     edit_manifest(shard_copy, change)
-    res = run_module("flows.train", "--shards", shard_copy, "--out", tmp_path / "run", cwd=tmp_path)
+    res = run_module("flows.train", "--shards", shard_copy, "--out", tmp_path / "run", cwd=tmp_path, env=prefect_env)
     assert_one_error_line(res, *fragments)
 
 
-def test_pipeline_and_experiment_bad_input_is_one_line(tmp_path):
+def test_pipeline_and_experiment_bad_input_is_one_line(tmp_path, prefect_env):
     (tmp_path / "pipeline.json").write_text('{"build": {"workers": 0}, "train": {}}')
     (tmp_path / "bad.toml").write_text("shardings = 3\n")
     results = run_modules(("flows.pipeline", "--source", tmp_path / "nope.parquet"),
                           ("flows.pipeline", "--config", tmp_path / "pipeline.json"),
                           ("flows.experiment", "--config", tmp_path / "none.toml", "--out", tmp_path / "x"),
                           ("flows.experiment", "--config", tmp_path / "bad.toml", "--out", tmp_path / "x"),
-                          cwd=tmp_path)
+                          cwd=tmp_path, env=prefect_env)
     assert_one_error_line(results[0], "nope.parquet", "does not exist")
     assert_one_error_line(results[1], "build.workers: --workers must be >= 1")
     assert_one_error_line(results[2], "--config", "none.toml", "does not exist")
@@ -177,7 +180,7 @@ def test_a_full_disk_is_one_line_naming_the_output(small_disk, tmp_path, prefect
 
 @pytest.mark.parametrize("module, flag", [("flows.build_shards", "--out"), ("flows.build_index", "--source"),
                                           ("flows.train", "--shards"), ("flows.train", "--index")])
-def test_a_url_whose_backend_is_not_installed_names_the_package(module, flag, tmp_path):
-    res = run_module(module, flag, "gs://data/shards", cwd=tmp_path)
+def test_a_url_whose_backend_is_not_installed_names_the_package(module, flag, tmp_path, prefect_env):
+    res = run_module(module, flag, "gs://data/shards", cwd=tmp_path, env=prefect_env)
     assert_one_error_line(res, f"{flag} gs://data/shards", "needs the package gcsfs", "pip install gcsfs")
     assert not list(tmp_path.iterdir()), "something was written to the working directory"

@@ -7,12 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import psutil
 import pytest
 
+from flows.server_process import flow_cli_of
 from storage import demo
-from tests.cli_helpers import ROOT
+from tests.cli_helpers import ROOT, assert_one_error_line
 
 GONE_WITHIN_S = 15
 
@@ -105,3 +107,66 @@ def test_ctrl_c_on_a_build_is_one_line_and_leaves_no_process(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def marked_servers(mark: str) -> list[psutil.Process]:
+    """Prefect server processes (uvicorn with Prefect's app) started with ``SIMSHARD_TEST_MARK=mark``."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if "prefect.server.api.server:create_app" in " ".join(proc.info["cmdline"] or []) and \
+                    proc.environ().get("SIMSHARD_TEST_MARK") == mark:
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
+
+
+def run_watching_servers(args, cwd, env: dict) -> tuple[subprocess.CompletedProcess, int]:
+    """Run a CLI to its end; (its result, how many marked servers were seen running meanwhile)."""
+    mark = str(uuid.uuid4())
+    proc = subprocess.Popen([sys.executable, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, PYTHONPATH=str(ROOT), SIMSHARD_TEST_MARK=mark, **env))
+    seen: set[int] = set()
+    while proc.poll() is None:
+        seen.update(p.pid for p in marked_servers(mark))
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    _, alive = psutil.wait_procs(marked_servers(mark), timeout=GONE_WITHIN_S)
+    assert not alive, f"a Prefect server still runs {GONE_WITHIN_S} s after the CLI ended"
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), len(seen)
+
+
+def test_a_cli_that_stops_on_bad_input_stops_the_server_it_started_early(tmp_path):
+    """A flow CLI starts Prefect's temporary server before it has read its arguments (the server's start
+    overlaps the CLI's imports): stopping on bad input, it stops that server too, and stderr stays one line."""
+    res, servers = run_watching_servers(["-m", "flows.build_shards", "--source", str(tmp_path / "nope.parquet")],
+                                        tmp_path, {})
+    assert_one_error_line(res, "nope.parquet", "does not exist")
+    assert servers == 1
+
+
+def test_a_server_configured_in_a_profile_is_used_and_the_early_server_stopped(tmp_path, prefect_env):
+    """PREFECT_API_URL set in the active Prefect profile (not the environment): the run reports there, and the
+    server started early is stopped unused."""
+    profiles = tmp_path / "profiles.toml"
+    profiles.write_text(f'active = "test"\n\n[profiles.test]\nPREFECT_API_URL = "{prefect_env["PREFECT_API_URL"]}"\n')
+    res, servers = run_watching_servers(
+        ["-m", "flows.build_shards", "--source", "demo:blobs?rows=2000&dim=4&clusters=4", "--out",
+         str(tmp_path / "shards")], tmp_path, {"PREFECT_PROFILES_PATH": str(profiles)})
+    assert res.returncode == 0, res.stderr
+    assert prefect_env["PREFECT_API_URL"].removesuffix("/api") + "/runs/flow-run/" in res.stdout
+    assert "temporary server" not in res.stdout
+    assert servers == 1
+
+
+@pytest.mark.parametrize("argv, module", [
+    (["python", "-m", "flows.build_shards", "--source", "x"], "flows.build_shards"),
+    (["python", "-m", "flows.train"], "flows.train"),
+    (["python", "-m", "flows.build_shards", "--help"], None),
+    (["python", "-m", "flows.reaper", "12"], None),
+    (["python", "-m", "pytest", "-q"], None),
+    (["python", "script.py"], None),
+])
+def test_only_a_flow_cli_starts_the_server_early(argv, module):
+    assert flow_cli_of(argv) == module

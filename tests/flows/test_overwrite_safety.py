@@ -19,31 +19,35 @@ def source_dir(tmp_path):
     return src
 
 
-def test_a_build_into_its_source_folder_is_refused(source_dir, tmp_path):
-    res = run_module("flows.build_shards", "--source", source_dir, "--out", source_dir, "--overwrite", cwd=tmp_path)
+def test_a_build_into_its_source_folder_is_refused(source_dir, tmp_path, prefect_env):
+    res = run_module("flows.build_shards", "--source", source_dir, "--out", source_dir, "--overwrite",
+                     cwd=tmp_path, env=prefect_env)
     assert_one_error_line(res, "--out", "is --source")
     assert (source_dir / "part-0.parquet").is_file()
 
 
-def test_a_build_inside_its_source_folder_is_refused(source_dir, tmp_path):
-    res = run_module("flows.build_shards", "--source", source_dir, "--out", source_dir / "shards", cwd=tmp_path)
+def test_a_build_inside_its_source_folder_is_refused(source_dir, tmp_path, prefect_env):
+    res = run_module("flows.build_shards", "--source", source_dir, "--out", source_dir / "shards",
+                     cwd=tmp_path, env=prefect_env)
     assert_one_error_line(res, "is inside --source")
 
 
-def test_overwrite_of_the_working_directory_is_refused(source_dir, tmp_path):
+def test_overwrite_of_the_working_directory_is_refused(source_dir, tmp_path, prefect_env):
     work = tmp_path / "work"
     work.mkdir()
     (work / "notes.txt").write_text("mine")
-    res = run_module("flows.build_shards", "--source", source_dir, "--out", ".", "--overwrite", cwd=work)
+    res = run_module("flows.build_shards", "--source", source_dir, "--out", ".", "--overwrite",
+                     cwd=work, env=prefect_env)
     assert_one_error_line(res, "--overwrite replaces only a shard set simshard made", "notes.txt")
     assert (work / "notes.txt").read_text() == "mine" and (source_dir / "part-0.parquet").is_file()
 
 
-def test_overwrite_of_a_folder_simshard_did_not_make_is_refused(source_dir, tmp_path):
+def test_overwrite_of_a_folder_simshard_did_not_make_is_refused(source_dir, tmp_path, prefect_env):
     out = tmp_path / "out"
     out.mkdir()
     (out / "important.txt").write_text("keep")
-    res = run_module("flows.build_shards", "--source", source_dir, "--out", out, "--overwrite", cwd=tmp_path)
+    res = run_module("flows.build_shards", "--source", source_dir, "--out", out, "--overwrite",
+                     cwd=tmp_path, env=prefect_env)
     assert_one_error_line(res, str(out), "important.txt")
     assert (out / "important.txt").read_text() == "keep"
 
@@ -62,31 +66,32 @@ def test_overwrite_replaces_a_shard_set_but_not_a_file_added_to_it(digits_shards
     assert (out / "my-notes.md").read_text() == "mine" and ShardSet(out).workers == 2
 
 
-def test_train_never_overwrites_its_shard_set(digits_shards, tmp_path):
+def test_train_never_overwrites_its_shard_set(digits_shards, tmp_path, prefect_env):
     shards = tmp_path / "shards"
     shutil.copytree(digits_shards, shards)
-    res = run_module("flows.train", "--shards", shards, "--out", shards, "--overwrite", cwd=tmp_path)
+    res = run_module("flows.train", "--shards", shards, "--out", shards, "--overwrite", cwd=tmp_path, env=prefect_env)
     assert_one_error_line(res, "--out", "is --shards")
-    res = run_module("flows.train", "--shards", shards, "--out", shards / "run", cwd=tmp_path)
+    res = run_module("flows.train", "--shards", shards, "--out", shards / "run", cwd=tmp_path, env=prefect_env)
     assert_one_error_line(res, "is inside --shards")
-    res = run_module("flows.train", "--shards", shards, "--out", tmp_path, "--overwrite", cwd=tmp_path)
+    res = run_module("flows.train", "--shards", shards, "--out", tmp_path, "--overwrite", cwd=tmp_path, env=prefect_env)
     assert_one_error_line(res, "contains --shards")
     assert ShardSet(shards).workers == 4
 
 
-def test_train_overwrite_replaces_only_a_run_folder(digits_shards, tmp_path):
+def test_train_overwrite_replaces_only_a_run_folder(digits_shards, tmp_path, prefect_env):
     run = tmp_path / "run"
     run.mkdir()
     (run / "important.txt").write_text("keep")
-    res = run_module("flows.train", "--shards", digits_shards, "--out", run, "--overwrite", cwd=tmp_path)
+    res = run_module("flows.train", "--shards", digits_shards, "--out", run, "--overwrite",
+                     cwd=tmp_path, env=prefect_env)
     assert_one_error_line(res, "--overwrite replaces only a run folder simshard made")
     assert (run / "important.txt").read_text() == "keep"
 
 
-def test_the_pipeline_default_overwrite_refuses_a_folder_it_did_not_make(tmp_path):
+def test_the_pipeline_default_overwrite_refuses_a_folder_it_did_not_make(tmp_path, prefect_env):
     shards = tmp_path / "shards"
     shards.mkdir()
     (shards / "data.csv").write_text("1,2,3")
-    res = run_module("flows.pipeline", "--shards", shards, "--run", tmp_path / "run", cwd=tmp_path)
+    res = run_module("flows.pipeline", "--shards", shards, "--run", tmp_path / "run", cwd=tmp_path, env=prefect_env)
     assert_one_error_line(res, "data.csv")
     assert (shards / "data.csv").read_text() == "1,2,3"
