@@ -3,8 +3,9 @@
     python bench/build_shards.py [--rows 2000000] [--scale 8] [--families pca,kmeans]
 
 Prints rows/s of each run, the ratio to the copy, peak memory (sum of RSS over this process and its
-children, sampled every 0.2 s; and the largest single process's, to compare with a Dask worker's memory
-limit: an in-process worker lives in this process) and CPU seconds in user space and in the kernel, summed over the same
+children, sampled every 0.2 s; then the peaks of this driver process alone and of its largest child, to
+compare with a Dask worker's memory limit: an in-process worker lives in the driver, worker processes are
+children) and CPU seconds in user space and in the kernel, summed over the same
 processes (the Dask workers, the scheduler and this driver). CPU seconds divided by the machine's cores bound
 the wall time from below, which tells whether a run is limited by CPU; kernel seconds are mostly file I/O and
 page-cache work, which grows faster than the data once files no longer fit in the page cache.
@@ -44,7 +45,7 @@ from storage.demo import write_blobs
 
 class PeakMemory:
     def __init__(self):
-        self.peak, self.largest, self._stop = 0, 0, threading.Event()
+        self.peak, self.driver, self.child, self._stop = 0, 0, 0, threading.Event()
 
     def _run(self):
         me = psutil.Process()
@@ -55,8 +56,9 @@ class PeakMemory:
                 try:
                     sizes.append(p.memory_info().rss)
                 except psutil.Error:
-                    pass
-            self.peak, self.largest = max(self.peak, sum(sizes)), max([self.largest, *sizes])
+                    sizes.append(0)
+            self.peak, self.driver = max(self.peak, sum(sizes)), max(self.driver, sizes[0])
+            self.child = max([self.child, *sizes[1:]])
             time.sleep(0.2)
 
     def __enter__(self):
@@ -82,12 +84,12 @@ def cpu_seconds() -> tuple[float, float]:
 
 
 def timed(fn):
-    """(wall s, (peak GiB, largest process GiB), (user, system) CPU s) of one call."""
+    """(wall s, (peak, driver, largest child) GiB, (user, system) CPU s) of one call."""
     with PeakMemory() as mem:
         cpu, start = cpu_seconds(), time.perf_counter()
         fn()
         wall, end = time.perf_counter() - start, cpu_seconds()
-        return wall, (mem.peak / 2**30, mem.largest / 2**30), (end[0] - cpu[0], end[1] - cpu[1])
+        return wall, (mem.peak / 2**30, mem.driver / 2**30, mem.child / 2**30), (end[0] - cpu[0], end[1] - cpu[1])
 
 
 def pyarrow_copy(src: Path, dst: Path):
@@ -97,11 +99,11 @@ def pyarrow_copy(src: Path, dst: Path):
 
 
 def summary(runs: list) -> tuple[list[float], str, str]:
-    """Times (s) of ``timed`` runs, the highest peak memory and largest process (GiB) seen, and the median user
-    and system CPU seconds, formatted."""
+    """Times (s) of ``timed`` runs, the highest memory peaks (GiB) seen and the median user and system CPU
+    seconds, formatted."""
     user, system = (statistics.median(r[2][i] for r in runs) for i in (0, 1))
-    peak, largest = (max(r[1][i] for r in runs) for i in (0, 1))
-    return [r[0] for r in runs], f"{peak:>9.2f} {largest:>8.2f}", f"{user:>7.2f} {system:>7.2f}"
+    peak, driver, child = (max(r[1][i] for r in runs) for i in (0, 1, 2))
+    return [r[0] for r in runs], f"{peak:>9.2f} {driver:>6.2f} {child:>6.2f}", f"{user:>7.2f} {system:>7.2f}"
 
 
 def small_build(rows: int, repeats: int, tmp_dir: str | None) -> None:
@@ -188,7 +190,7 @@ def main():
         print(f"{os.cpu_count()} cores; Dask LocalCluster as the default settings pick it (build.use_processes): "
               f"2 worker processes x {args.memory_limit}, or one in-process worker with 2 threads and twice that")
         print(f"{'rows':>10} {'run':>16} {'cluster':>9} {'runs':>4} {'median s':>9} {'rows/s':>11} {'vs copy':>17} "
-              f"{'peak GiB':>9} {'max proc':>8} {'user s':>7} {'sys s':>7}")
+              f"{'peak GiB':>9} {'driver':>6} {'child':>6} {'user s':>7} {'sys s':>7}")
         for rows, repeats in sizes:
             bench_size(rows, repeats, tmp=tmp, warm=warm, args=args)
 

@@ -2,8 +2,10 @@
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 
+import dask.config
 import dask.utils
 from distributed import Client, LocalCluster, as_completed
 from tqdm.auto import tqdm
@@ -14,6 +16,7 @@ logging.getLogger("distributed.shuffle._scheduler_plugin").setLevel(logging.ERRO
 # "Batched Comm Closed" is logged at INFO with a CommClosedError traceback whenever a client disconnects
 logging.getLogger("distributed.batched").setLevel(logging.WARNING)
 
+TRIM, DASK_TRIM_DEFAULT = "MALLOC_TRIM_THRESHOLD_", "65536"  # see _glibc_heap_reuse
 ProgressFn = Callable[[str, int, int], None]  # (step, done, total)
 
 
@@ -39,7 +42,7 @@ def dask_client(address: str | None = None, *, n_workers: int = 2, threads_per_w
     network = {"host": "127.0.0.1"} if processes else {}
     # worker processes leave Ctrl-C to the driver, which closes the cluster in order
     workers = {"preload": ["pipeline.worker_setup"]} if processes else {}
-    with _memory_warnings_off(not processes), \
+    with _memory_warnings_off(not processes), _glibc_heap_reuse(processes), \
             LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=processes,
                          **network, **workers,
                          dashboard_address="127.0.0.1:0" if dashboard else None,
@@ -50,6 +53,31 @@ def dask_client(address: str | None = None, *, n_workers: int = 2, threads_per_w
                  "worker process(es)" if processes else "in-process worker(s)", threads_per_worker,
                  f"dashboard {client.dashboard_link}" if dashboard else "no dashboard (--dask-dashboard for one)")
         yield client
+
+
+@contextlib.contextmanager
+def _glibc_heap_reuse(processes: bool) -> Iterator[None]:
+    """Worker processes started here without Dask's ``MALLOC_TRIM_THRESHOLD_=65536``
+    (``distributed.nanny.pre-spawn-environ``; a Nanny also leaves it in its parent's environment, where later
+    clusters inherit it). Setting it turns off glibc's adaptive mmap threshold, so every array over 128 KiB is
+    mapped fresh and handed back on free. Measured on the development VM: 4 GiB of 16 MiB arrays made and freed
+    in a worker thread took 1.14 s with it against 0.34 s without; a 16M-row build took 62.5 s with it (35.8
+    kernel CPU s) against 53.5 s without (23.6 s), and its workers' peak memory was the same (1.96 and
+    1.90 GiB). Any other value, in the environment or Dask's config, is kept; so is a cluster at
+    ``--dask-address``."""
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
+    trim = os.environ.get(TRIM, environ.get(TRIM))
+    if not processes or trim is None or str(trim) != DASK_TRIM_DEFAULT:
+        yield
+        return
+    environ.pop(TRIM, None)
+    inherited = os.environ.pop(TRIM, None)
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+            yield
+    finally:
+        if inherited is not None:
+            os.environ[TRIM] = inherited
 
 
 @contextlib.contextmanager
