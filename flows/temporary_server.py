@@ -68,14 +68,14 @@ def _drain_prefect() -> None:
 
 
 def _answering_server(timeout: float) -> ServerProcess:
-    """The prestarted server, or a new one, once it answers; a new port when one exits first."""
+    """The prestarted server, or a new one, once it answers; a new port when one exits first. The driver
+    imports PRELOAD while the first one starts."""
     server = server_process.adopt() or server_process.start()
     for module in PRELOAD:
         importlib.import_module(module)
     plots.pyplot()
-    errors = []
-    for _ in range(PORT_ATTEMPTS):
-        server = server or server_process.start()
+    for attempt in range(PORT_ATTEMPTS):
+        server = server if attempt == 0 else server_process.start()
         try:
             if _healthy(server, timeout):
                 return server
@@ -83,10 +83,9 @@ def _answering_server(timeout: float) -> ServerProcess:
             server.stop()
             raise
         server.errors.seek(0)
-        errors.append(server.errors.read().strip())
+        error = server.errors.read().strip()
         server.stop()
-        server = None
-    raise RuntimeError(f"Prefect's temporary server did not start: {errors[-1][-300:]}")
+    raise RuntimeError(f"Prefect's temporary server did not start: {error[-300:]}")
 
 
 @contextlib.contextmanager

@@ -429,8 +429,8 @@ def use_processes(config: BuildConfig, ds: SourceDataset) -> bool:
     ``dask_workers`` threads for a source of under THREADS_MAX_SOURCE_BYTES in memory (about 3.8M rows of 64
     features): it starts in a fraction of a second, and the work is numpy, Arrow and FAISS, which release the
     GIL, so threads share the held chunks with no copy between processes (measured at 2M x 64: 2.3 s against
-    4.2 s on two processes). Larger sources keep worker processes: they are read out of core, through the
-    p2p shuffle, under each process's memory limit."""
+    4.2 s on two processes). Larger sources keep worker processes, under each process's memory limit: they
+    are read from storage on every pass (the write pass in waves, or through p2p when larger still)."""
     if config.dask_cluster != "auto":
         return config.dask_cluster == "processes"
     return resident.source_bytes(ds) >= THREADS_MAX_SOURCE_BYTES

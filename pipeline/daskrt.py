@@ -66,8 +66,7 @@ def _glibc_heap_reuse(processes: bool) -> Iterator[None]:
     1.90 GiB). Any other value, in the environment or Dask's config, is kept; so is a cluster at
     ``--dask-address``."""
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
-    trim = os.environ.get(TRIM, environ.get(TRIM))
-    if not processes or trim is None or str(trim) != DASK_TRIM_DEFAULT:
+    if not processes or str(os.environ.get(TRIM, environ.get(TRIM))) != DASK_TRIM_DEFAULT:
         yield
         return
     environ.pop(TRIM, None)
@@ -128,4 +127,3 @@ def ordered_map(client: Client, fn: Callable, items: Sequence, *more: Sequence, 
     if not items:
         return []
     return gather_in_order(client.map(fn, items, *more, **kwargs, pure=False), step=step, progress=progress)
-

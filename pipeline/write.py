@@ -126,10 +126,8 @@ def write_shards(ds: SourceDataset, chunks: list[Chunk], dest: np.ndarray, *, ou
                                 finish=finish)
                 fresh += gather_in_order(client.compute(writes), step="write", progress=progressed)
                 finished += len(run)
-        except Exception:
+        finally:
             _release_buffers(client)
-            raise
-        _release_buffers(client)
     else:
         from pipeline.frameshuffle import frame_writes
         writes = frame_writes(ds, chunks, data, dests=dests, targets=targets, divisions=divisions,
