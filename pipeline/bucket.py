@@ -9,6 +9,7 @@ import dataclasses
 import numpy as np
 import threadpoolctl
 
+from pipeline.deal import locality_key
 from pipeline.families import HashFamily
 from pipeline.scan import row_masks
 from storage.dataset import Chunk, ChunkArrays, SourceDataset
@@ -16,6 +17,9 @@ from storage.dataset import Chunk, ChunkArrays, SourceDataset
 
 @dataclasses.dataclass
 class ChunkBuckets:
+    """One chunk's training rows, in locality order within the chunk (by rank, then key, then source row)
+    when a family encoded them, else in source order."""
+
     source_row: np.ndarray  # int64, training rows kept
     rank: np.ndarray  # int64, bucket position in locality order
     key: np.ndarray  # float32, in-bucket order key
@@ -43,6 +47,10 @@ def bucket_chunk(chunk: Chunk, data: ChunkArrays | None = None, *, ds: SourceDat
             bucket, key = family.encode(x)
         rank = family.rank(bucket[train])
         key = key[train]
+        # the chunk's rows in locality order: the caller's sort of all rows then merges sorted runs
+        # (pipeline.deal.locality_order), and the sorting is shared by the workers
+        order = np.argsort(locality_key(rank=rank, key=key), kind="stable")
+        return ChunkBuckets(rows[train][order], rank[order], key[order], rows[finite & validation])
     return ChunkBuckets(rows[train], rank, key, rows[finite & validation])
 
 

@@ -46,39 +46,34 @@ def _finish(shard, pos, workers, groups, partial, dropped) -> Dealt:
     return Dealt(shard.astype(np.int32), pos, rows_per_shard, int(groups), int(partial), int(dropped))
 
 
+def locality_key(*, rank: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """uint64 (rows,) whose unsigned order is the order of (rank, key): rank in the high 32 bits, the key's
+    float32 bits in the low 32, mapped so that unsigned order is float order (-0.0 as 0.0, as lexsort has it)."""
+    if len(rank) and (rank.min() < 0 or rank.max() >= 2**32):
+        raise ValueError("bucket ranks must lie in [0, 2**32)")
+    bits = (np.asarray(key, np.float32) + np.float32(0)).view(np.uint32)  # + 0 turns -0.0 into 0.0
+    # negative floats: all bits flipped; others: the sign bit set
+    bits = bits ^ ((np.uint32(0) - (bits >> np.uint32(31))) | np.uint32(0x80000000))
+    return (rank.astype(np.uint64) << np.uint64(32)) | bits
+
+
 def locality_order(*, rank: np.ndarray, key: np.ndarray, source_row: np.ndarray) -> np.ndarray:
     """Indices sorting rows by (rank, key, source_row): the same as ``np.lexsort((source_row, key, rank))``.
 
-    One argsort over a packed uint64 (rank in the high 32 bits, the key's bits mapped so that unsigned order is
-    float order in the low 32). numpy's default argsort (vectorised where the CPU allows) is several times
-    faster than its stable one (measured 0.03 s against 0.15 s at 1.8M rows), and :func:`_stable_ties` then puts
-    rows with equal packed values back in input order, so the result is the stable one; rows arriving in source
-    order (as the bucket pass delivers them) need no third key."""
-    if len(rank) and (rank.min() < 0 or rank.max() >= 2**32):
-        raise ValueError("bucket ranks must lie in [0, 2**32)")
-    # + 0 turns -0.0 into 0.0, which lexsort treats as equal
-    bits = (np.asarray(key, np.float32) + np.float32(0)).view(np.uint32).astype(np.uint64)
-    bits = np.where(bits >> np.uint64(31), ~bits & np.uint64(0xFFFFFFFF), bits | np.uint64(0x80000000))
-    packed = (rank.astype(np.uint64) << np.uint64(32)) | bits
-    if np.all(source_row[1:] > source_row[:-1]):
-        return _stable_ties(packed, np.argsort(packed))
-    by_source = np.argsort(source_row, kind="stable")
-    return by_source[_stable_ties(packed[by_source], np.argsort(packed[by_source]))]
-
-
-def _stable_ties(values: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """``order`` (an unstable argsort of ``values``) with each run of equal values in ascending index order."""
-    ordered = values[order]
-    equal = ordered[1:] == ordered[:-1]
-    if not equal.any():
+    One stable argsort of :func:`locality_key`. numpy's stable sort is a timsort, which merges runs already in
+    order: rows arriving as runs each sorted by (rank, key), as the bucket pass delivers its chunks, sort in a
+    fraction of the time of rows in random order (measured at 14.4M rows: 0.86 s against 2.85 s; the
+    unstable argsort took 3.5 s). Equal keys keep their input order, which is ascending ``source_row`` when
+    every run and the runs themselves come in source order; that is checked, and other inputs are first put
+    in source order."""
+    packed = locality_key(rank=rank, key=key)
+    order = np.argsort(packed, kind="stable")
+    ordered = packed[order]
+    tied = ordered[1:] == ordered[:-1]
+    if not tied.any() or (source_row[order[1:][tied]] > source_row[order[:-1][tied]]).all():
         return order
-    tied = np.zeros(len(order), bool)
-    tied[1:] |= equal
-    tied[:-1] |= equal
-    # the tied positions keep their runs together and in value order: sorting them by (value, index) is enough
-    sub = order[tied]
-    order[tied] = sub[np.lexsort((sub, ordered[tied]))]
-    return order
+    by_source = np.argsort(source_row, kind="stable")
+    return by_source[np.argsort(packed[by_source], kind="stable")]
 
 
 def deal(*, source_row: np.ndarray, rank: np.ndarray | None, key: np.ndarray | None, workers: int,

@@ -69,8 +69,8 @@ def test_contiguous_keeps_source_order_in_ranges():
 
 
 @pytest.mark.parametrize("ties", [True, False])
-@pytest.mark.parametrize("source_order", [True, False])
-def test_locality_order_is_lexsort_of_rank_key_source_row(source_order, ties):
+@pytest.mark.parametrize("arrival", ["source order", "random", "sorted runs", "sorted runs reversed"])
+def test_locality_order_is_lexsort_of_rank_key_source_row(arrival, ties):
     rng = np.random.default_rng(5)
     n = 5000
     rank = rng.integers(0, 9, n)
@@ -78,6 +78,11 @@ def test_locality_order_is_lexsort_of_rank_key_source_row(source_order, ties):
         key = rng.choice(np.array([-2.5, -0.0, 0.0, 1e-30, 3.0, -1e-30, np.float32(7.25)], np.float32), n)
     else:
         key = rng.standard_normal(n).astype(np.float32)
-    source_row = np.arange(n) * 3 if source_order else rng.permutation(n)
+    source_row = np.arange(n) * 3 if arrival != "random" else rng.permutation(n)
+    # chunks of rows, each in (rank, key, source_row) order, as the bucket pass sends them
+    if arrival.startswith("sorted runs"):
+        runs = [np.lexsort((source_row[r], key[r], rank[r])) + r[0] for r in np.array_split(np.arange(n), 7)]
+        order = np.concatenate(runs[::-1] if arrival.endswith("reversed") else runs)
+        rank, key, source_row = rank[order], key[order], source_row[order]
     expected = np.lexsort((source_row, key, rank))
     assert np.array_equal(locality_order(rank=rank, key=key, source_row=source_row), expected)
