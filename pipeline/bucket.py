@@ -9,6 +9,7 @@ import dataclasses
 import numpy as np
 import threadpoolctl
 
+from pipeline import scratch
 from pipeline.deal import locality_key
 from pipeline.families import HashFamily
 from pipeline.scan import row_masks
@@ -31,7 +32,9 @@ def bucket_chunk(chunk: Chunk, data: ChunkArrays | None = None, *, ds: SourceDat
     """Encode one chunk (``data`` when held in memory, else read). Rows with NaN/inf are skipped (the scan
     pass already refused them unless dropping). ``family`` None (orders that need no hashing) returns zero
     ranks and keys."""
-    x = (ds.read_arrays(chunk) if data is None else data).features
+    if data is None:  # read into this thread's buffer: only the codes leave the task
+        data = ds.read_arrays(chunk, out=scratch.array("chunk", (chunk.rows, ds.spec.dim)))
+    x = data.features
     rows = np.arange(chunk.offset, chunk.offset + chunk.rows, dtype=np.int64)
     finite, validation = row_masks(x, rows, seed=seed, validation_fraction=validation_fraction)
     train = finite & ~validation

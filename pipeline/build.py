@@ -8,6 +8,7 @@ create-only (:mod:`storage.commit`), so readers see the new set whole or not at 
 prefix after an error, and a later build removes what a killed one left.
 """
 
+import contextlib
 import dataclasses
 import datetime
 import errno
@@ -26,7 +27,7 @@ import pyarrow as pa
 
 from pipeline import bucket as bucket_pass
 from pipeline import index as index_build
-from pipeline import quality, resident
+from pipeline import quality, resident, scratch
 from pipeline import scan as scan_pass
 from pipeline.config import BuildConfig
 from pipeline.daskrt import ProgressFn, dask_client, ordered_map
@@ -436,6 +437,12 @@ def use_processes(config: BuildConfig, ds: SourceDataset) -> bool:
     return resident.source_bytes(ds) >= THREADS_MAX_SOURCE_BYTES
 
 
+def _release_scratch(client) -> None:
+    """Free the passes' reusable arrays (:mod:`pipeline.scratch`) on every worker."""
+    with contextlib.suppress(Exception):  # a worker or cluster that is gone holds none, and must not mask an error
+        client.run(scratch.release, on_error="ignore")
+
+
 def build_shards(config: BuildConfig, *, progress: ProgressFn | None = None,
                  run_step: StepRunner = call_step, kind: str = "shards") -> Manifest:
     """Run every step on a Dask client of its own (``config.dask_address`` or a LocalCluster) and return the
@@ -454,6 +461,8 @@ def build_shards(config: BuildConfig, *, progress: ProgressFn | None = None,
             except BaseException:
                 resident.release(client, plan.build_id)
                 raise
+            finally:
+                _release_scratch(client)
         # the staging folder goes only after the cluster has closed: it holds the workers' scratch space
         return run_step("publish", publish, plan, scanned, family_info, written)
     except OSError as exc:

@@ -104,6 +104,8 @@ def deal(*, source_row: np.ndarray, rank: np.ndarray | None, key: np.ndarray | N
         new_group[:full] = rng.permutation(full)
         new_group[full] = full  # the partial group, if any, always last
         in_use = (group_of < full) | keep_partial
+        if in_use.all():  # a view, not a copy of every array below
+            in_use = slice(None)
         shard[sequence[in_use]] = member[in_use]
         slot = group_of
         if order == "diverse" and full:

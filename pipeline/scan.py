@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from pipeline import rowhash
+from pipeline import rowhash, scratch
 from storage.dataset import Chunk, ChunkArrays, SourceDataset
 
 
@@ -50,7 +50,8 @@ def row_masks(x: np.ndarray, rows: np.ndarray, *, seed: int, validation_fraction
 def scan_chunk(chunk: Chunk, data: ChunkArrays | None = None, *, ds: SourceDataset, seed: int,
                validation_fraction: float, sample_prob: float) -> ChunkScan:
     """Scan one chunk: ``data`` when the source is held in memory, else read from storage."""
-    data = ds.read_arrays(chunk) if data is None else data
+    if data is None:  # read into this thread's buffer: the sample below is a copy
+        data = ds.read_arrays(chunk, out=scratch.array("chunk", (chunk.rows, ds.spec.dim)))
     x, y = data.features, data.labels
     rows = np.arange(chunk.offset, chunk.offset + chunk.rows, dtype=np.int64)
     finite, validation = row_masks(x, rows, seed=seed, validation_fraction=validation_fraction)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import resident
-from pipeline.blockshuffle import block_writes, in_place_writes, release_buffers
+from pipeline.blockshuffle import block_writes, in_place_writes
 from pipeline.daskrt import gather_in_order
 from pipeline.layout import DestLayout, Target
 from storage import faults, resume
@@ -67,12 +67,6 @@ def waves(targets: list[Target], *, row_bytes: int, budget_bytes: float) -> list
     return out
 
 
-def _release_buffers(client) -> None:
-    """Free the writers' reusable arrays (:mod:`pipeline.blockshuffle`) on every worker; a worker that is gone
-    has none."""
-    client.run(release_buffers, on_error="ignore")
-
-
 def _finish(target: Target, info: dict, *, records: Path | None) -> WrittenFile:
     """Runs in the writing task, once its file is complete: the file's completion record, then its result."""
     if records is not None:
@@ -120,14 +114,11 @@ def write_shards(ds: SourceDataset, chunks: list[Chunk], dest: np.ndarray, *, ou
         if len(runs) > 1:
             log.info("write pass in %d waves of at most %.1f GiB, the source read once a wave", len(runs),
                      budget / 2**30)
-        try:
-            for run in runs:
-                writes = writer(ds, chunks, data, dests=dests, targets=run, out=out, row_group_rows=row_group_rows,
-                                finish=finish)
-                fresh += gather_in_order(client.compute(writes), step="write", progress=progressed)
-                finished += len(run)
-        finally:
-            _release_buffers(client)
+        for run in runs:
+            writes = writer(ds, chunks, data, dests=dests, targets=run, out=out, row_group_rows=row_group_rows,
+                            finish=finish)
+            fresh += gather_in_order(client.compute(writes), step="write", progress=progressed)
+            finished += len(run)
     else:
         from pipeline.frameshuffle import frame_writes
         writes = frame_writes(ds, chunks, data, dests=dests, targets=targets, divisions=divisions,

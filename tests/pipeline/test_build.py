@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from distributed import Client
 
-from pipeline import blockshuffle, resident
+from pipeline import resident, scratch
 from pipeline.build import build_shards
 from pipeline.config import BuildConfig
 from pipeline.families import HashFamily
@@ -118,12 +118,12 @@ def test_same_seed_gives_identical_files_whatever_the_shuffle(digits_aligned, tm
     assert "source not kept in cluster memory" in caplog.text
     assert re.search(r"write pass in ([3-9]|\d\d) waves", caplog.text), caplog.text
     with Client(dask_address) as client:  # the writers' reusable arrays are gone from the workers
-        assert set(client.run(lambda: len(__import__("pipeline.blockshuffle").blockshuffle._buffers)).values()) == {0}
+        assert set(client.run(lambda: __import__("pipeline.scratch").scratch.held()).values()) == {0}
     monkeypatch.undo()
     # one in-process worker holds every chunk: the writers gather from the chunks in place
     in_place, _ = build(tmp_path, None, "in-place", workers=4, family="kmeans", order="aligned", seed=5,
                         dask_cluster="threads", chunk_rows=400)
-    assert not blockshuffle._buffers
+    assert scratch.held() == 0
     other, _ = build(tmp_path, dask_address, "other", workers=4, family="kmeans", order="aligned", seed=6)
     digest = lambda m: [f.sha256 for s in m.shards for f in s.files]  # noqa: E731
     assert digest(first) == digest(again) == digest(blocks) == digest(in_place)
