@@ -8,6 +8,7 @@ of about ``chunk_rows`` rows; every chunk knows its ``offset`` so any worker can
 import dataclasses
 import hashlib
 import json
+import threading
 from functools import cached_property
 from pathlib import Path
 
@@ -137,6 +138,7 @@ class SourceDataset:
     row_groups: tuple[tuple[int, ...], ...]  # rows per row group, per file
     schema: pa.Schema
     spec: FeatureSpec
+    file_keys: tuple[str, ...] = ()  # per file, fsspec's ukey when opened (the mtime locally, the ETag on S3)
 
     @property
     def num_rows(self) -> int:
@@ -200,11 +202,21 @@ class SourceDataset:
     def read_table(self, chunk: Chunk) -> pa.Table:
         """The chunk's feature and label columns, as stored."""
         cols = list(self.spec.columns) + ([self.spec.label] if self.spec.label else [])
+        key = self._footer_key(chunk.file)
         try:
             with self.arrow_fs.open_input_file(chunk.file) as fh:
-                return pq.ParquetFile(fh).read_row_groups(list(chunk.row_groups), columns=cols)
+                pf = pq.ParquetFile(fh, metadata=_footers.get(key))
+                _footers.put(key, pf.metadata)
+                return pf.read_row_groups(list(chunk.row_groups), columns=cols)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"cannot read Parquet file {chunk.file!r}: {exc}") from exc
+
+    def _footer_key(self, file: str) -> tuple | None:
+        """What identifies ``file``'s footer as this dataset opened it; None (not cached) without a ukey."""
+        if not self.file_keys:
+            return None
+        i = self.files.index(file)
+        return file, self.file_bytes[i], self.file_keys[i]
 
     def read_arrays(self, chunk: Chunk, *, row_major: bool = False, out: np.ndarray | None = None) -> ChunkArrays:
         """The chunk's features and labels (one read; a null label is an :class:`InputError`); ``row_major``
@@ -281,6 +293,30 @@ def _interleave(cols: list[np.ndarray], out: np.ndarray, *, block_rows: int = 81
         out[r:r + m] = tmp[:, :m].T
 
 
+class _FooterCache:
+    """Parsed Parquet footers of the files this process read last, by (file, bytes, ukey): every pass reads
+    each source file's footer once per chunk, and parsing it took 6.9 ms for a 128-row-group, 65-column file
+    (against 0.08 ms to open the file with the parsed one)."""
+
+    def __init__(self, size: int = 32):
+        self._size, self._items, self._lock = size, {}, threading.Lock()
+
+    def get(self, key: tuple | None) -> pq.FileMetaData | None:
+        with self._lock:
+            return None if key is None else self._items.get(key)
+
+    def put(self, key: tuple | None, meta: pq.FileMetaData) -> None:
+        with self._lock:
+            if key is None or key in self._items:
+                return
+            if len(self._items) >= self._size:
+                self._items.pop(next(iter(self._items)))
+            self._items[key] = meta
+
+
+_footers = _FooterCache()
+
+
 def open_source(source: str, *, features: list[str] | None = None, label: str | None = None,
                 storage_options: dict | None = None) -> SourceDataset:
     """Resolve ``source`` (with fsspec's ``storage_options`` for a URL) and read every file's footer (so a
@@ -296,7 +332,7 @@ def open_source(source: str, *, features: list[str] | None = None, label: str | 
     files = _list_parquet(fs, path, source)
     arrow_fs = _to_pyarrow_fs(fs)
     schema = None
-    file_rows, file_bytes, row_groups = [], [], []
+    file_rows, file_bytes, row_groups, file_keys = [], [], [], []
     for f in files:
         try:
             with arrow_fs.open_input_file(f) as fh:
@@ -310,10 +346,11 @@ def open_source(source: str, *, features: list[str] | None = None, label: str | 
             raise InputError(f"Parquet file {f!r} has a schema different from {files[0]!r}; all files must match")
         file_rows.append(meta.num_rows)
         file_bytes.append(fs.size(f))
+        file_keys.append(fs.ukey(f))
         row_groups.append(tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups)))
     spec = resolve_features(schema, features, label)
     ds = SourceDataset(source, fs, tuple(files), tuple(file_rows), tuple(file_bytes), tuple(row_groups),
-                       schema, spec)
+                       schema, spec, tuple(file_keys))
     if ds.num_rows == 0:
         raise InputError(f"source {source!r} is empty (0 rows)")
     return ds
