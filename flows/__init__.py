@@ -3,6 +3,13 @@ analytics off (no network), a 90 s start-up timeout for the temporary server, si
 flow-run page (reference §4), and Prefect's console lines on stdout (stderr carries only an error line)."""
 
 import os
+import sys
+
+# first: its exit hook must run after every hook the libraries register (see flows.quick_exit)
+from flows import quick_exit
+
+if "-m" in sys.orig_argv[:-1] and sys.orig_argv[sys.orig_argv.index("-m") + 1].startswith("flows."):
+    quick_exit.arm()
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")

@@ -5,11 +5,10 @@ scan, sample, fit and bucket tasks as build_shards, then one locality-ordered se
 ``train --index`` trains from it with online coordination.
 """
 
-import sys
 
 from prefect import flow, get_run_logger
 
-from flows import terminal
+from flows import quick_exit, terminal
 from flows.build_shards import prefect_step
 from flows.reporting import ProgressReporter, markdown_artifact, png_markdown, rounded, table_artifact
 from flows.temporary_server import temporary_server
@@ -67,4 +66,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    quick_exit.exit(main())

@@ -4,12 +4,11 @@ The flow runs :func:`pipeline.build.build_shards` with each step as a named task
 ``--help`` for the options (generated from :class:`pipeline.config.BuildConfig`).
 """
 
-import sys
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows import terminal
+from flows import quick_exit, terminal
 from flows.reporting import ProgressReporter, markdown_artifact, png_markdown, rounded, table_artifact
 from flows.temporary_server import temporary_server
 from pipeline import build as steps
@@ -82,4 +81,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    quick_exit.exit(main())

@@ -9,7 +9,6 @@ A rerun into the same ``--out`` continues where the last one stopped (every fini
 import datetime
 import os
 import platform
-import sys
 from pathlib import Path
 
 import psutil
@@ -20,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from experiment.grid import DEFAULT_CONFIG, QUICK_CONFIG, load_config
 from experiment.report import write_report
 from experiment.runner import run_experiment
-from flows import terminal
+from flows import quick_exit, terminal
 from flows.reporting import ProgressReporter, markdown_artifact, png_markdown, table_artifact
 from flows.temporary_server import temporary_server
 from pipeline.daskrt import dask_client
@@ -152,4 +151,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    quick_exit.exit(main())

@@ -5,14 +5,13 @@
 """
 
 import json
-import sys
 from pathlib import Path
 from typing import Literal
 
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from flows import terminal
+from flows import quick_exit, terminal
 from flows.build_shards import build_shards
 from flows.reporting import rounded
 from flows.temporary_server import temporary_server
@@ -110,4 +109,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    quick_exit.exit(main())

@@ -5,12 +5,11 @@ The flow launches the parameter server and n asynchronous workers over torch.dis
 generated from :class:`train.config.TrainConfig` (``--help``).
 """
 
-import sys
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows import terminal
+from flows import quick_exit, terminal
 from flows.reporting import ProgressReporter, markdown_artifact, png_markdown, rounded, table_artifact
 from flows.temporary_server import temporary_server
 from storage import cli, urls
@@ -92,4 +91,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    quick_exit.exit(main())

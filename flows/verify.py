@@ -4,13 +4,12 @@ Readers already check the manifest and every file's size and row count when they
 CRC as they read it; this also compares every file's sha256 with the manifest and reads every value.
 """
 
-import sys
 from typing import Any
 
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows import terminal
+from flows import quick_exit, terminal
 from flows.temporary_server import temporary_server
 from storage import cli
 from storage.shardset import ShardSet, Verified, verify
@@ -52,4 +51,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    quick_exit.exit(main())
