@@ -5,10 +5,11 @@ flow-run page (reference §4), and Prefect's console lines on stdout (stderr car
 import os
 import sys
 
-# first: its exit hook must run after every hook the libraries register (see flows.quick_exit)
-from flows import quick_exit
+# first, for a flow CLI: its exit hook must run after every hook the libraries register (see flows.quick_exit;
+# server_process imports only modules that register none)
+from flows import quick_exit, server_process
 
-if "-m" in sys.orig_argv[:-1] and sys.orig_argv[sys.orig_argv.index("-m") + 1].startswith("flows."):
+if server_process.flow_cli_of(sys.orig_argv) is not None:
     quick_exit.arm()
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -21,8 +22,6 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 # A flow CLI (`python -m flows.build_shards`…) starts Prefect's temporary server here, so that its start
 # overlaps this process's imports; a library import starts nothing (see flows.server_process).
-from flows import server_process  # noqa: E402
-
 server_process.prestart()
 
 import logging  # noqa: E402

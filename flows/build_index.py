@@ -5,7 +5,6 @@ scan, sample, fit and bucket tasks as build_shards, then one locality-ordered se
 ``train --index`` trains from it with online coordination.
 """
 
-
 from prefect import flow, get_run_logger
 
 from flows import quick_exit, terminal

@@ -4,7 +4,6 @@ The flow runs :func:`pipeline.build.build_shards` with each step as a named task
 ``--help`` for the options (generated from :class:`pipeline.config.BuildConfig`).
 """
 
-
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 

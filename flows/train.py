@@ -5,7 +5,6 @@ The flow launches the parameter server and n asynchronous workers over torch.dis
 generated from :class:`train.config.TrainConfig` (``--help``).
 """
 
-
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 

@@ -4,8 +4,8 @@ A Dask task runs start to end on one thread, so an array it uses only while it r
 and the next task on that thread can fill the same memory. On this machine (a VM) touching memory for the
 first time costs most of an array's price: reading a 250k x 65 chunk into a fresh row-major array took
 57-72 ms against 26 ms into a reused one, and a part file's columns paid the same (measured at 2M x 64: the
-build's kernel time fell from 0.8-1.3 s to 0.5 s). :func:`release` frees them all (run on every worker once
-the write pass is over).
+build's kernel time fell from 0.8-1.3 s to 0.5 s). :func:`release` frees them all (run on every worker when a
+build's passes end, whether they succeeded or not).
 """
 
 import threading

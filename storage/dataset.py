@@ -215,8 +215,12 @@ class SourceDataset:
         """What identifies ``file``'s footer as this dataset opened it; None (not cached) without a ukey."""
         if not self.file_keys:
             return None
-        i = self.files.index(file)
+        i = self._file_index[file]
         return file, self.file_bytes[i], self.file_keys[i]
+
+    @cached_property
+    def _file_index(self) -> dict[str, int]:
+        return {f: i for i, f in enumerate(self.files)}
 
     def read_arrays(self, chunk: Chunk, *, row_major: bool = False, out: np.ndarray | None = None) -> ChunkArrays:
         """The chunk's features and labels (one read; a null label is an :class:`InputError`); ``row_major``
@@ -228,8 +232,9 @@ class SourceDataset:
         """Feature matrix of ``table``, float32 (rows, dim). For the columns layout it is column-major (the
         transpose of :func:`feature_columns`) unless ``row_major``: column-major costs a sixth of a row-major
         copy (measured 5 ms against 30 ms for 222k x 64), and numpy reads either order; whole rows move faster
-        from row-major memory, and FAISS needs it. ``out``: a C-contiguous float32 array of rows x dim values
-        to hold the result (which is then a view of it), whatever its shape."""
+        from row-major memory, and FAISS needs it. ``out``: a C-contiguous float32 array of rows x dim values,
+        whatever its shape, that a columns-layout result fills and is a view of (a list column's values are
+        taken as they are)."""
         if self.spec.layout == "columns" and not row_major:
             cols = None if out is None else out.reshape(self.spec.dim, table.num_rows)
             return feature_columns(table, self.spec, out=cols).T

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from distributed import Client
 
-from pipeline import resident, scratch
+from pipeline import blockshuffle, resident, scratch
 from pipeline.build import build_shards
 from pipeline.config import BuildConfig
 from pipeline.families import HashFamily
@@ -211,3 +211,17 @@ def test_a_small_source_builds_on_an_in_process_cluster(tmp_path, caplog):
     assert "in-process worker" in caplog.text and THREADS_MAX_SOURCE_BYTES > 1797 * 64 * 4
     rows = np.concatenate([ShardSet(tmp_path / "s").read_shard(i)[2] for i in range(3)])
     assert len(rows) == len(np.unique(rows)) == sum(manifest.rows_per_shard)
+
+
+def test_a_failed_build_frees_the_passes_reused_arrays(tmp_path, monkeypatch):
+    held_when_failing = []
+
+    def failing_write(*args, **kwargs):
+        held_when_failing.append(scratch.held())
+        raise RuntimeError("disk gone")
+
+    monkeypatch.setattr(blockshuffle, "write_part", failing_write)  # after the part file's arrays are filled
+    with pytest.raises(RuntimeError, match="disk gone"):
+        build(tmp_path, None, workers=4, family="pca", dask_cluster="threads")
+    assert held_when_failing and max(held_when_failing) > 0  # the writers had arrays to free
+    assert scratch.held() == 0
