@@ -213,13 +213,26 @@ def install_interrupt_handler() -> None:
     SIGINT ignored (a background job) keeps ignoring it."""
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)
+        sys.unraisablehook = _unraisable
+
+
+def _unraisable(info) -> None:
+    """The Ctrl-C's KeyboardInterrupt can land in a finalizer or callback, where Python cannot raise it and would
+    print it; the interrupt is already marked and reported once, so it stays silent. Others are printed."""
+    if isinstance(info.exc_value, KeyboardInterrupt) and INTERRUPTED.is_set():
+        return
+    sys.__unraisablehook__(info)
 
 
 def run(command: Callable[[], int | None], *, debug: bool) -> int:
     """Run ``command`` under the exit contract (see the module doc); returns the exit code."""
     install_interrupt_handler()
     try:
-        return command() or 0
+        code = command() or 0
+        if INTERRUPTED.is_set():  # the KeyboardInterrupt was swallowed where it landed: still an interrupted run
+            _report_interrupt()
+            return 130
+        return code
     except KeyboardInterrupt:
         if debug:
             raise
