@@ -23,6 +23,8 @@ Parameters are saved as ``family.json`` + ``family.npz`` (never pickle) and roun
 import io
 import json
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import faiss
@@ -224,7 +226,8 @@ class KMeansFamily(HashFamily):
         _, cell = self._index().search(x, 1)
         return cell[:, 0].astype(np.int64), self.key(x)
 
-    def _encode_two_level(self, x):
+    def _tree(self) -> tuple:
+        """The two levels as FAISS indexes, built once: (top index over the coarse cells, one per coarse cell)."""
         if getattr(self, "_levels", None) is None:
             coarse, start = self.arrays["coarse"], self.arrays["fine_start"]
             fine = [faiss.IndexFlatL2(self.dim) for _ in range(len(coarse))]
@@ -233,7 +236,10 @@ class KMeansFamily(HashFamily):
             top = faiss.IndexFlatL2(self.dim)
             top.add(coarse)
             self._levels = (top, fine)
-        top, fine = self._levels
+        return self._levels
+
+    def _encode_two_level(self, x):
+        top, fine = self._tree()
         # the nearest fine cell among the fine cells of the PROBES nearest coarse cells: a row near a coarse
         # boundary still finds its nearest fine cell in the neighbouring coarse cell
         _, parents = top.search(x, min(PROBES, len(fine)))
@@ -265,35 +271,54 @@ def _kmeans(sample: np.ndarray, cells: int, seed: int) -> np.ndarray:
     return km.centroids.astype(np.float32)
 
 
+def _single_threaded(fn):
+    """``fn`` run with one OpenMP thread on whichever thread calls it: FAISS's thread count is per calling
+    thread, and one thread per call keeps each result the same wherever and alongside whatever it runs."""
+    def call(*args):
+        faiss.omp_set_num_threads(1)
+        return fn(*args)
+    return call
+
+
 def _fit_two_level(sample: np.ndarray, cells: int, seed: int, key_dir: np.ndarray) -> dict[str, np.ndarray]:
     """About √cells coarse cells; inside each, fine cells in proportion to its sample rows (at least one), fitted
     on those rows. Fine cell ids are global: coarse cell c owns ``fine_start[c] .. fine_start[c + 1] - 1``.
     ``order`` walks the coarse tour and, inside each coarse cell, a tour of its fine cells that starts next to
-    where the previous coarse cell's tour ended."""
+    where the previous coarse cell's tour ended.
+
+    The fine fits and the refine steps' assignments are independent per coarse cell and per row, so they run
+    on the machine's cores at once (FAISS releases the GIL), each on one OpenMP thread: the result is the same
+    for any number of cores."""
+    sample = np.ascontiguousarray(sample, np.float32)
     n_coarse = max(2, round(math.sqrt(cells)))
     coarse = _kmeans(sample, n_coarse, seed)
     index = faiss.IndexFlatL2(sample.shape[1])
     index.add(coarse)
-    parent = index.search(np.ascontiguousarray(sample, np.float32), 1)[1][:, 0]
+    parent = index.search(sample, 1)[1][:, 0]
     members = np.bincount(parent, minlength=n_coarse)
     share = _apportion(cells, members)
-    fine, start = [], [0]
-    for c in range(n_coarse):
+
+    def fit_fine(c: int) -> np.ndarray:
         rows = sample[parent == c]
-        cents = coarse[c:c + 1] if share[c] == 1 or len(rows) < 2 else _kmeans(rows, int(share[c]), seed + c + 1)
-        fine.append(cents)
-        start.append(start[-1] + len(cents))
-    centroids = np.concatenate(fine)
-    start = np.asarray(start, np.int64)
-    tree = KMeansFamily(dim=sample.shape[1], size=cells, seed=seed,
-                        arrays={"centroids": centroids, "coarse": coarse, "fine_start": start})
-    for _ in range(REFINE_ITERATIONS):  # Lloyd steps over all fine cells at once, assigned through the tree
-        cell = tree._encode_two_level(np.ascontiguousarray(sample, np.float32))
-        by_cell = np.argsort(cell, kind="stable")
-        used, first, counts = np.unique(cell[by_cell], return_index=True, return_counts=True)
-        sums = np.add.reduceat(sample[by_cell].astype(np.float64), first, axis=0)
-        centroids[used] = (sums / counts[:, None]).astype(np.float32)
-        tree._levels = None
+        return coarse[c:c + 1] if share[c] == 1 or len(rows) < 2 else _kmeans(rows, int(share[c]), seed + c + 1)
+
+    cores = max(1, len(os.sched_getaffinity(0)))
+    with ThreadPoolExecutor(cores, thread_name_prefix="simshard-fit") as pool:
+        fine = list(pool.map(_single_threaded(fit_fine), range(n_coarse)))
+        start = np.cumsum([0] + [len(f) for f in fine]).astype(np.int64)
+        centroids = np.concatenate(fine)
+        tree = KMeansFamily(dim=sample.shape[1], size=cells, seed=seed,
+                            arrays={"centroids": centroids, "coarse": coarse, "fine_start": start})
+        parts = np.array_split(np.arange(len(sample)), cores)
+        for _ in range(REFINE_ITERATIONS):  # Lloyd steps over all fine cells at once, assigned through the tree
+            tree._levels = None
+            tree._tree()
+            cell = np.concatenate(list(pool.map(_single_threaded(lambda rows: tree._encode_two_level(sample[rows])),
+                                                parts)))
+            by_cell = np.argsort(cell, kind="stable")
+            used, first, counts = np.unique(cell[by_cell], return_index=True, return_counts=True)
+            sums = np.add.reduceat(sample[by_cell].astype(np.float64), first, axis=0)
+            centroids[used] = (sums / counts[:, None]).astype(np.float32)
     fine = [centroids[start[c]:start[c + 1]] for c in range(n_coarse)]
     order, previous = [], None
     for c in _tour(coarse, key_dir):
