@@ -12,7 +12,9 @@ import queue
 import sys
 import threading
 import time
+import warnings
 
+import psutil
 import torch
 import torch.distributed.rpc as rpc
 
@@ -30,6 +32,11 @@ BAD_INPUT_EXIT = 3  # a rank that read bad input (a corrupt shard) exits with th
 BAD_INPUT_PREFIX = "bad input: "
 _SERVER = None  # the ParameterServer of the parameter-server process
 _LAST_SEEN: dict[int, float] = {}
+# Ranks fork from a server that imported the launcher's main module (train.launcher.rank_context); multiprocessing
+# then runs that module again as __mp_main__ in each rank, as it does for spawn, and runpy warns that the module
+# is already imported. The warning is about exactly that re-run, which is what a rank needs.
+warnings.filterwarnings("ignore", message=r"'.*' found in sys\.modules after import of package",
+                        category=RuntimeWarning)
 
 
 def backend_options(init_method: str, *, timeout_s: float = 120.0) -> rpc.TensorPipeRpcBackendOptions:
@@ -192,24 +199,35 @@ def _redirect_output(path) -> None:
     os.close(fd)
 
 
-def _exit_with_parent(poll_s: float = 0.5) -> None:
-    """A rank the launcher started leaves within a second of the launcher's death (SIGKILL included)."""
-    parent = os.getppid()
+def _exit_with_launcher(pid: int, poll_s: float = 0.5) -> None:
+    """A rank leaves within a second of its launcher's death (SIGKILL included). The launcher, not the parent:
+    a rank's parent is the fork server (train.launcher.rank_context), which stays up while its ranks do.
+    ``psutil.Process`` keeps the launcher's creation time, so a reused PID does not count as the launcher."""
+    try:
+        launcher = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        os._exit(1)
+
+    def alive() -> bool:
+        try:
+            return launcher.is_running() and launcher.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while alive():
             time.sleep(poll_s)
         os._exit(1)
 
-    threading.Thread(target=watch, name="simshard-parent-watch", daemon=True).start()
+    threading.Thread(target=watch, name="simshard-launcher-watch", daemon=True).start()
 
 
 def process_main(role: str, config: TrainConfig, k: int, rank: int, world_size: int, init_method: str,
-                 status, joined, stats, out) -> None:
+                 status, joined, stats, out, launcher_pid: int) -> None:
     """Entry point of a spawned rank (the launcher's child processes). Unless ``SIMSHARD_LOG_LEVEL`` is debug,
     everything the rank prints goes to ``out/logs/ROLE.log``; the launcher shows progress and errors.
     ``stats`` (parameter server only): shared [epoch, clock, validation accuracy] for the launcher's bar."""
-    _exit_with_parent()
+    _exit_with_launcher(launcher_pid)
     verbose = os.environ.get("SIMSHARD_LOG_LEVEL") == "debug"
     if not verbose:
         _redirect_output(log_path(out, role, k))

@@ -69,7 +69,7 @@ def test_a_killed_train_cli_leaves_no_rank_and_no_prefect_server(blob_shards, tm
     proc = start(["-m", "flows.train", "--shards", str(blob_shards), "--out", str(tmp_path / "run"), "--epochs",
                   "200", "--eval-every", "20"], tmp_path)
     wait_for_training(tmp_path / "run", proc)
-    kill_and_assert_no_orphans(proc, expect=["uvicorn", "spawn_main", "flows.reaper"])
+    kill_and_assert_no_orphans(proc, expect=["uvicorn", "multiprocessing.forkserver", "flows.reaper"])
 
 
 def test_ranks_leave_when_a_bare_launcher_is_killed(blob_shards, tmp_path):
@@ -80,7 +80,7 @@ def test_ranks_leave_when_a_bare_launcher_is_killed(blob_shards, tmp_path):
             "eval_every=20))")
     proc = start(["-c", code], tmp_path)
     wait_for_training(tmp_path / "run", proc)
-    kill_and_assert_no_orphans(proc, expect=["spawn_main"])
+    kill_and_assert_no_orphans(proc, expect=["multiprocessing.forkserver"])
 
 
 def test_ctrl_c_on_a_build_is_one_line_and_leaves_no_process(tmp_path):

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.flows.conftest import free_port
+from tests.train.conftest import ranks_of
 from train.config import TrainConfig
 from train.launcher import TrainError, launch
 
@@ -62,7 +63,7 @@ class KillWhen:
 
 def test_a_killed_worker_does_not_stop_training(blob_shards, tmp_path, no_leftover_processes):
     kill = KillWhen("worker1", epoch=1.0)
-    summary = launch(TrainConfig(shards=str(blob_shards), out=str(tmp_path / "run"), optimizer="agn", epochs=40,
+    summary = launch(TrainConfig(shards=str(blob_shards), out=str(tmp_path / "run"), optimizer="agn", epochs=12,
                                  eval_every=20), on_started=kill.started, on_progress=kill.progress)
     assert kill.killed_at is not None and summary["dead_workers"] == [1]
     assert summary["unseen_rows"] > 0 and summary["final_accuracy"] > 0.5
@@ -132,7 +133,7 @@ def test_ctrl_c_leaves_no_process(blob_shards, tmp_path):
             assert proc.poll() is None, proc.stderr.read()
             time.sleep(0.2)
         assert ps_log.is_file() and "validation" in ps_log.read_text(), "training never got under way"
-        ranks = [p for p in parent.children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+        ranks = ranks_of(parent)
         assert len(ranks) == 4, [p.cmdline() for p in ranks]  # the parameter server and three workers
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
         assert proc.wait(60) == 130
