@@ -16,11 +16,13 @@ def run_module(module: str, *args, cwd, env: dict | None = None, timeout: float 
 
 def run_modules(*runs: tuple, cwd, env: dict | None = None, timeout: float = 300) -> list:
     """Several command lines ``(module, *args)`` at once (each still its own process; they start in parallel,
-    which halves the import time they spend on two cores); their CompletedProcesses in order."""
+    which halves the import time they spend on two cores); their CompletedProcesses in order. ``cwd``: one
+    working directory for all, or a list of one per run."""
     environment = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+    folders = cwd if isinstance(cwd, list) else [cwd] * len(runs)
     procs = [subprocess.Popen([sys.executable, "-m", module, *map(str, args)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, cwd=cwd, env=environment)
-             for module, *args in runs]
+                              stderr=subprocess.PIPE, text=True, cwd=folder, env=environment)
+             for (module, *args), folder in zip(runs, folders, strict=True)]
     done = []
     for proc in procs:
         out, err = proc.communicate(timeout=timeout)

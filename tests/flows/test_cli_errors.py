@@ -58,17 +58,32 @@ CASES = ["missing source", "empty", "no feature columns", "text feature", "nan",
 INDEX_CASES = ["nan", "corrupt file", "existing output"]  # the shared checks; build_shards runs every case
 
 
-@pytest.mark.parametrize("module, case", [("flows.build_shards", c) for c in CASES] +
-                         [("flows.build_index", c) for c in INDEX_CASES])
-def test_build_bad_input_is_one_line(module, case, tmp_path, good, prefect_env):
-    args, fragments = bad_sources(tmp_path, good)[case]
-    out = tmp_path / "out"
-    if "--out" not in args:
-        args = [*args, "--out", out]
-    res = run_module(module, *args, cwd=tmp_path, env=prefect_env)
+BUILD_CASES = [("flows.build_shards", c) for c in CASES] + [("flows.build_index", c) for c in INDEX_CASES]
+
+
+@pytest.fixture(scope="module")
+def build_errors(tmp_path_factory, prefect_env):
+    """Every case of BUILD_CASES run as its own CLI process, all at once (their imports share the two cores):
+    {case: (its CompletedProcess, its --out, the fragments its error must name)}, and the folder they ran in."""
+    tmp = tmp_path_factory.mktemp("bad-builds")
+    x, y = mixture(200, dim=3)
+    sources = bad_sources(tmp, write_parquet(tmp / "good.parquet", x, y))
+    runs, outs = [], []
+    for i, (module, case) in enumerate(BUILD_CASES):
+        args = sources[case][0]
+        outs.append(tmp / f"out-{i}")
+        runs.append((module, *args) if "--out" in args else (module, *args, "--out", outs[-1]))
+    results = run_modules(*runs, cwd=tmp, env=prefect_env)
+    return tmp, {key: (res, out, sources[key[1]][1]) for key, res, out in zip(BUILD_CASES, results, outs)}
+
+
+@pytest.mark.parametrize("module, case", BUILD_CASES)
+def test_build_bad_input_is_one_line(module, case, build_errors):
+    tmp, results = build_errors
+    res, out, fragments = results[module, case]
     assert_one_error_line(res, *fragments)
-    assert not out.exists() and not list(tmp_path.glob(".out.tmp-*")), "output or staging left behind"
-    assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
+    assert not out.exists() and not list(tmp.glob(".out*.tmp-*")), "output or staging left behind"
+    assert (tmp / "taken" / "keep.txt").read_text() == "mine"
 
 
 def test_debug_shows_the_traceback(tmp_path):
@@ -108,13 +123,25 @@ TRAIN_CASES = {
 }
 
 
+@pytest.fixture(scope="module")
+def train_errors(digits_shards, tmp_path_factory, prefect_env):
+    """Every case of TRAIN_CASES run at once, each on its own copy of the shards: {case: (its
+    CompletedProcess, its --out)}."""
+    tmp = tmp_path_factory.mktemp("bad-trains")
+    runs, outs = [], []
+    for i, (args, _) in enumerate(TRAIN_CASES.values()):
+        copy = shutil.copytree(digits_shards, tmp / f"shards-{i}")
+        outs.append(tmp / f"run-{i}")
+        runs.append(("flows.train", "--shards", copy, "--out", outs[-1], *args))
+    results = run_modules(*runs, cwd=tmp, env=prefect_env)
+    return dict(zip(TRAIN_CASES, zip(results, outs)))
+
+
 @pytest.mark.parametrize("case", list(TRAIN_CASES))
-def test_train_bad_input_is_one_line(case, shard_copy, tmp_path, prefect_env):
-    args, fragments = TRAIN_CASES[case]
-    res = run_module("flows.train", "--shards", shard_copy, "--out", tmp_path / "run", *args, cwd=tmp_path,
-                     env=prefect_env)
-    assert_one_error_line(res, *fragments)
-    assert not (tmp_path / "run").exists()
+def test_train_bad_input_is_one_line(case, train_errors):
+    res, out = train_errors[case]
+    assert_one_error_line(res, *TRAIN_CASES[case][1])
+    assert not out.exists()
 
 
 def test_train_refuses_the_wrong_kind_of_folder_in_one_line(digits_shards, digits_index, tmp_path, prefect_env):
@@ -178,9 +205,22 @@ def test_a_full_disk_is_one_line_naming_the_output(small_disk, tmp_path, prefect
     assert list(small_disk.iterdir()) == [], "the failed build left files on the full disk"
 
 
-@pytest.mark.parametrize("module, flag", [("flows.build_shards", "--out"), ("flows.build_index", "--source"),
-                                          ("flows.train", "--shards"), ("flows.train", "--index")])
-def test_a_url_whose_backend_is_not_installed_names_the_package(module, flag, tmp_path, prefect_env):
-    res = run_module(module, flag, "gs://data/shards", cwd=tmp_path, env=prefect_env)
+URL_CASES = [("flows.build_shards", "--out"), ("flows.build_index", "--source"), ("flows.train", "--shards"),
+             ("flows.train", "--index")]
+
+
+@pytest.fixture(scope="module")
+def url_errors(tmp_path_factory, prefect_env):
+    """Each case of URL_CASES run at once, each in a working directory of its own: {case: (CompletedProcess,
+    its working directory)}."""
+    folders = [tmp_path_factory.mktemp("url") for _ in URL_CASES]
+    results = run_modules(*[(module, flag, "gs://data/shards") for module, flag in URL_CASES], cwd=folders,
+                          env=prefect_env)
+    return {case: (res, cwd) for case, res, cwd in zip(URL_CASES, results, folders)}
+
+
+@pytest.mark.parametrize("module, flag", URL_CASES)
+def test_a_url_whose_backend_is_not_installed_names_the_package(module, flag, url_errors):
+    res, cwd = url_errors[module, flag]
     assert_one_error_line(res, f"{flag} gs://data/shards", "needs the package gcsfs", "pip install gcsfs")
-    assert not list(tmp_path.iterdir()), "something was written to the working directory"
+    assert not list(cwd.iterdir()), "something was written to the working directory"
