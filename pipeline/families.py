@@ -42,7 +42,8 @@ MAX_BITS = 24
 MAX_CELLS = 1024  # default cap; --size goes up to any count (the reference measured 4096)
 TWO_LEVEL_MIN_CELLS = 1024  # below, flat assignment is as fast (measured at d = 32 and 64)
 PROBES = 2  # coarse cells searched per row by the two-level quantizer
-REFINE_ITERATIONS = 4  # joint Lloyd steps over the fine cells after the per-coarse-cell fits
+REFINE_ITERATIONS = 2  # joint Lloyd steps after the per-coarse-cell fits: on demo:blobs at 1,024 cells, 2 steps kept
+# recall@10 at 0.978 of flat assignment and tightness at 1.009, against 0.988 and 1.009 with 4 (a fit 0.2 s longer)
 
 
 def default_size(family: str, *, rows: int, workers: int, sample_rows: int) -> int:
