@@ -105,10 +105,13 @@ def split_chunk(chunk: Chunk, data: ChunkArrays | None, dest: np.ndarray, *, ds:
     """The chunk's rows bound for ``targets`` as one block per target, (dest int64 (k,), features float32 (k,
     dim), labels int64 (k,) or None, source_row int64 (k,)), rows in source order. ``dest`` int64 (rows,): each
     row's destination key, -1 for a dropped row."""
-    if data is None:  # read into this thread's buffer: the blocks below are copies
-        data = ds.read_arrays(chunk, row_major=True, out=scratch.array("chunk", (chunk.rows, ds.spec.dim)))
+    if data is None:
+        # read column-major into this thread's buffer and gather each block's rows from it (the blocks are
+        # row-major copies): a wave's third of a 250k x 64 chunk took 58 ms this way against 145 ms through a
+        # row-major read of the whole chunk, whose transposing copy costs more than the file's decoding
+        data = ds.read_arrays(chunk, out=scratch.array("chunk", (chunk.rows, ds.spec.dim)))
     x, y = data.features, data.labels
-    return tuple((keys, np.take(x, rows, axis=0), None if y is None else y[rows], rows + chunk.offset)
+    return tuple((keys, np.ascontiguousarray(x[rows]), None if y is None else y[rows], rows + chunk.offset)
                  for rows, keys in route_chunk(dest, targets=targets))
 
 
