@@ -158,16 +158,29 @@ def test_train_refuses_the_wrong_kind_of_folder_in_one_line(digits_shards, digit
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("change, fragments", [
-    (double_rows, ["shard-00000-of-00004.parquet holds 405 rows, the manifest says 810"]),
-    (lambda m: m["rows_per_shard"].__setitem__(0, 999), ["00000001.json", "shard 0 is inconsistent"]),
-    (lambda m: m.pop("columns"), ["00000001.json", "columns", "Field required"]),
-], ids=["rows doubled everywhere", "rows_per_shard edited", "field missing"])
-def test_train_refuses_a_manifest_that_does_not_match_its_files(change, fragments, shard_copy, tmp_path,
-                                                                 prefect_env):
-    edit_manifest(shard_copy, change)
-    res = run_module("flows.train", "--shards", shard_copy, "--out", tmp_path / "run", cwd=tmp_path, env=prefect_env)
-    assert_one_error_line(res, *fragments)
+MANIFEST_CASES = {
+    "rows doubled everywhere": (double_rows, ["shard-00000-of-00004.parquet holds 405 rows, the manifest says 810"]),
+    "rows_per_shard edited": (lambda m: m["rows_per_shard"].__setitem__(0, 999),
+                              ["00000001.json", "shard 0 is inconsistent"]),
+    "field missing": (lambda m: m.pop("columns"), ["00000001.json", "columns", "Field required"]),
+}
+
+
+@pytest.fixture(scope="module")
+def manifest_errors(digits_shards, tmp_path_factory, prefect_env):
+    """Train on a copy of the shards whose manifest each case of MANIFEST_CASES edited, all at once."""
+    tmp = tmp_path_factory.mktemp("bad-manifests")
+    runs = []
+    for i, (change, _) in enumerate(MANIFEST_CASES.values()):
+        copy = shutil.copytree(digits_shards, tmp / f"shards-{i}")
+        edit_manifest(copy, change)
+        runs.append(("flows.train", "--shards", copy, "--out", tmp / f"run-{i}"))
+    return dict(zip(MANIFEST_CASES, run_modules(*runs, cwd=tmp, env=prefect_env)))
+
+
+@pytest.mark.parametrize("case", list(MANIFEST_CASES))
+def test_train_refuses_a_manifest_that_does_not_match_its_files(case, manifest_errors):
+    assert_one_error_line(manifest_errors[case], *MANIFEST_CASES[case][1])
 
 
 def test_pipeline_and_experiment_bad_input_is_one_line(tmp_path, prefect_env):

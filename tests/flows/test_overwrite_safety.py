@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from storage.shardset import ShardSet
-from tests.cli_helpers import assert_one_error_line, run_module
+from tests.cli_helpers import assert_one_error_line, run_module, run_modules
 from tests.conftest import mixture, write_parquet
 
 
@@ -69,12 +69,13 @@ def test_overwrite_replaces_a_shard_set_but_not_a_file_added_to_it(digits_shards
 def test_train_never_overwrites_its_shard_set(digits_shards, tmp_path, prefect_env):
     shards = tmp_path / "shards"
     shutil.copytree(digits_shards, shards)
-    res = run_module("flows.train", "--shards", shards, "--out", shards, "--overwrite", cwd=tmp_path, env=prefect_env)
-    assert_one_error_line(res, "--out", "is --shards")
-    res = run_module("flows.train", "--shards", shards, "--out", shards / "run", cwd=tmp_path, env=prefect_env)
-    assert_one_error_line(res, "is inside --shards")
-    res = run_module("flows.train", "--shards", shards, "--out", tmp_path, "--overwrite", cwd=tmp_path, env=prefect_env)
-    assert_one_error_line(res, "contains --shards")
+    same, inside, around = run_modules(("flows.train", "--shards", shards, "--out", shards, "--overwrite"),
+                                       ("flows.train", "--shards", shards, "--out", shards / "run"),
+                                       ("flows.train", "--shards", shards, "--out", tmp_path, "--overwrite"),
+                                       cwd=tmp_path, env=prefect_env)
+    assert_one_error_line(same, "--out", "is --shards")
+    assert_one_error_line(inside, "is inside --shards")
+    assert_one_error_line(around, "contains --shards")
     assert ShardSet(shards).workers == 4
 
 

@@ -1,14 +1,27 @@
-import subprocess
-import sys
+import pytest
+
+from tests.cli_helpers import run_modules
 
 
-def run(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "flows.train", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, digits_shards):
+    """The train CLI's contract cases, each its own process, run at once: {case: CompletedProcess}."""
+    tmp = tmp_path_factory.mktemp("train-cli")
+    (tmp / "not-shards").mkdir()
+    (tmp / "taken").mkdir()
+    (tmp / "taken" / "summary.json").write_text("{}")
+    cases = {
+        "help": ("--help",),
+        "no manifest": ("--shards", tmp / "not-shards", "--out", tmp / "run"),
+        "bad parameter": ("--epochs", "0"),
+        "existing run": ("--shards", digits_shards, "--out", tmp / "taken"),
+    }
+    results = run_modules(*[("flows.train", *args) for args in cases.values()], cwd=tmp)
+    return tmp, dict(zip(cases, results))
 
 
-def test_help_documents_every_option(tmp_path):
-    res = run("--help", cwd=tmp_path)
+def test_help_documents_every_option(runs):
+    res = runs[1]["help"]
     assert res.returncode == 0
     for opt in ("--shards", "--out", "--optimizer", "--local-optimizer", "--lr", "--window", "--rho", "--gamma",
                 "--batch-size", "--epochs", "--workers", "--model", "--target-accuracy", "--eval-every", "--seed",
@@ -16,22 +29,20 @@ def test_help_documents_every_option(tmp_path):
         assert opt in res.stdout
 
 
-def test_a_folder_without_manifest_fails_in_one_line(tmp_path):
-    (tmp_path / "not-shards").mkdir()
-    res = run("--shards", str(tmp_path / "not-shards"), "--out", str(tmp_path / "run"), cwd=tmp_path)
+def test_a_folder_without_manifest_fails_in_one_line(runs):
+    tmp, results = runs
+    res = results["no manifest"]
     assert res.returncode == 2 and "has no committed manifest" in res.stderr and "Traceback" not in res.stderr
-    assert res.stderr.count("\n") == 1 and not (tmp_path / "run").exists()
+    assert res.stderr.count("\n") == 1 and not (tmp / "run").exists()
 
 
-def test_a_bad_parameter_fails_in_one_line(tmp_path):
-    res = run("--epochs", "0", cwd=tmp_path)
+def test_a_bad_parameter_fails_in_one_line(runs):
+    res = runs[1]["bad parameter"]
     assert res.returncode == 2 and res.stderr.startswith("error: --epochs:") and "Traceback" not in res.stderr
 
 
-def test_an_existing_run_folder_is_refused_before_training(tmp_path, digits_shards):
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    (run_dir / "summary.json").write_text("{}")
-    res = run("--shards", str(digits_shards), "--out", str(run_dir), cwd=tmp_path)
+def test_an_existing_run_folder_is_refused_before_training(runs):
+    tmp, results = runs
+    res = results["existing run"]
     assert res.returncode == 2 and "already exists; pass --overwrite or --resume" in res.stderr
-    assert "Traceback" not in res.stderr and (run_dir / "summary.json").read_text() == "{}"
+    assert "Traceback" not in res.stderr and (tmp / "taken" / "summary.json").read_text() == "{}"
