@@ -86,8 +86,9 @@ def test_build_bad_input_is_one_line(module, case, build_errors):
     assert (tmp / "taken" / "keep.txt").read_text() == "mine"
 
 
-def test_debug_shows_the_traceback(tmp_path):
-    res = run_module("flows.build_shards", "--source", tmp_path / "nope.parquet", "--debug", cwd=tmp_path)
+def test_debug_shows_the_traceback(tmp_path, prefect_env):
+    res = run_module("flows.build_shards", "--source", tmp_path / "nope.parquet", "--debug", cwd=tmp_path,
+                     env=prefect_env)
     assert res.returncode != 0 and "Traceback (most recent call last)" in res.stderr
     assert "does not exist" in res.stderr
 

@@ -4,8 +4,9 @@ from tests.cli_helpers import run_modules
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, digits_shards):
-    """The train CLI's contract cases, each its own process, run at once: {case: CompletedProcess}."""
+def runs(tmp_path_factory, digits_shards, prefect_env):
+    """The train CLI's contract cases, each its own process, run at once on the session's Prefect server (the
+    early temporary server of a bare CLI is tested in test_no_orphans): {case: CompletedProcess}."""
     tmp = tmp_path_factory.mktemp("train-cli")
     (tmp / "not-shards").mkdir()
     (tmp / "taken").mkdir()
@@ -16,7 +17,7 @@ def runs(tmp_path_factory, digits_shards):
         "bad parameter": ("--epochs", "0"),
         "existing run": ("--shards", digits_shards, "--out", tmp / "taken"),
     }
-    results = run_modules(*[("flows.train", *args) for args in cases.values()], cwd=tmp)
+    results = run_modules(*[("flows.train", *args) for args in cases.values()], cwd=tmp, env=prefect_env)
     return tmp, dict(zip(cases, results))
 
 
