@@ -1,11 +1,9 @@
 """The Prefect flow and the CLI, against a real Prefect test server and a real LocalCluster."""
 
-import subprocess
-import sys
-
 import pytest
 
 from storage.shardset import ShardSet
+from tests.cli_helpers import run_modules
 
 
 def test_flow_runs_and_reports_artifacts(prefect_server, tmp_path):
@@ -36,27 +34,40 @@ def test_cli_runs_the_flow_and_prints_a_summary(prefect_server, tmp_path, capsys
     assert "built 2 shards" in out and "group_tightness" in out
 
 
-def run_cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "flows.build_shards", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
-
-
-def test_cli_help_documents_every_option(tmp_path):
-    res = run_cli("--help", cwd=tmp_path)
-    assert res.returncode == 0
-    for opt in ("--source", "--out", "--workers", "--family", "--order", "--features", "--label",
+HELP_OPTIONS = ("--source", "--out", "--workers", "--family", "--order", "--features", "--label",
                 "--validation-fraction", "--sample-size", "--seed", "--overwrite", "--dask-address", "--nan",
-                "--remainder", "--debug"):
+                "--remainder", "--debug")
+
+BAD_PARAMETERS = {
+    "workers below one": (["--workers", "0"], "--workers must be >= 1"),
+    "unknown family": (["--family", "minhash"], "invalid choice"),
+    "options not an object": (["--storage-options", "[1]"],
+                              "argument --storage-options: must be a JSON object of fsspec keyword arguments"),
+    "options not JSON": (["--storage-options", "{x"], "argument --storage-options: not valid JSON"),
+}
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory, prefect_env):
+    """``--help`` and each case of BAD_PARAMETERS run as their own CLI processes, all at once, each in a working
+    directory of its own, with the session's Prefect server configured (a bare CLI's early server has its own
+    tests in test_no_orphans): {"help" or case: (CompletedProcess, its working directory)}."""
+    cases = {"help": ["--help"], **{case: args for case, (args, _) in BAD_PARAMETERS.items()}}
+    folders = [tmp_path_factory.mktemp("cli") for _ in cases]
+    results = run_modules(*[("flows.build_shards", *args) for args in cases.values()], cwd=folders,
+                          env=prefect_env)
+    return dict(zip(cases, zip(results, folders)))
+
+
+def test_cli_help_documents_every_option(cli_runs):
+    res, _ = cli_runs["help"]
+    assert res.returncode == 0, res.stderr
+    for opt in HELP_OPTIONS:
         assert opt in res.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--workers", "0"], "--workers must be >= 1"),
-    (["--family", "minhash"], "invalid choice"),
-    (["--storage-options", "[1]"], "argument --storage-options: must be a JSON object of fsspec keyword arguments"),
-    (["--storage-options", "{x"], "argument --storage-options: not valid JSON"),
-])
-def test_cli_rejects_bad_parameters_in_one_line(args, message, tmp_path):
-    res = run_cli(*args, cwd=tmp_path)
-    assert res.returncode == 2 and message in res.stderr and res.stderr.count("\n") == 1, res.stderr
-    assert not (tmp_path / "shards").exists()
+@pytest.mark.parametrize("case", list(BAD_PARAMETERS))
+def test_cli_rejects_bad_parameters_in_one_line(case, cli_runs):
+    res, cwd = cli_runs[case]
+    assert res.returncode == 2 and BAD_PARAMETERS[case][1] in res.stderr and res.stderr.count("\n") == 1, res.stderr
+    assert not list(cwd.iterdir()), "something was written to the working directory"

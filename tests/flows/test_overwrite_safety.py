@@ -19,35 +19,54 @@ def source_dir(tmp_path):
     return src
 
 
-def test_a_build_into_its_source_folder_is_refused(source_dir, tmp_path, prefect_env):
-    res = run_module("flows.build_shards", "--source", source_dir, "--out", source_dir, "--overwrite",
-                     cwd=tmp_path, env=prefect_env)
+@pytest.fixture(scope="module")
+def refusals(tmp_path_factory, prefect_env):
+    """Four builds that must be refused, run as CLI processes all at once, each with a source of its own:
+    {case: (CompletedProcess, its source folder, its working directory)}."""
+    runs, found = {}, {}
+    for case in ("into source", "inside source", "working directory", "foreign folder"):
+        tmp = tmp_path_factory.mktemp("refused")
+        src, work = tmp / "data", tmp / "work"
+        src.mkdir()
+        work.mkdir()
+        write_parquet(src / "part-0.parquet", *mixture(400, dim=3))
+        if case == "working directory":
+            (work / "notes.txt").write_text("mine")
+        if case == "foreign folder":
+            (work / "out").mkdir()
+            (work / "out" / "important.txt").write_text("keep")
+        out = {"into source": src, "inside source": src / "shards", "working directory": ".",
+               "foreign folder": work / "out"}[case]
+        overwrite = [] if case == "inside source" else ["--overwrite"]
+        runs[case] = (("flows.build_shards", "--source", src, "--out", out, *overwrite), src, work)
+    results = run_modules(*[run for run, _, _ in runs.values()], cwd=[work for _, _, work in runs.values()],
+                          env=prefect_env)
+    for (case, (_, src, work)), res in zip(runs.items(), results):
+        found[case] = (res, src, work)
+    return found
+
+
+def test_a_build_into_its_source_folder_is_refused(refusals):
+    res, src, _ = refusals["into source"]
     assert_one_error_line(res, "--out", "is --source")
-    assert (source_dir / "part-0.parquet").is_file()
+    assert (src / "part-0.parquet").is_file()
 
 
-def test_a_build_inside_its_source_folder_is_refused(source_dir, tmp_path, prefect_env):
-    res = run_module("flows.build_shards", "--source", source_dir, "--out", source_dir / "shards",
-                     cwd=tmp_path, env=prefect_env)
+def test_a_build_inside_its_source_folder_is_refused(refusals):
+    res, src, _ = refusals["inside source"]
     assert_one_error_line(res, "is inside --source")
+    assert not (src / "shards").exists()
 
 
-def test_overwrite_of_the_working_directory_is_refused(source_dir, tmp_path, prefect_env):
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "notes.txt").write_text("mine")
-    res = run_module("flows.build_shards", "--source", source_dir, "--out", ".", "--overwrite",
-                     cwd=work, env=prefect_env)
+def test_overwrite_of_the_working_directory_is_refused(refusals):
+    res, src, work = refusals["working directory"]
     assert_one_error_line(res, "--overwrite replaces only a shard set simshard made", "notes.txt")
-    assert (work / "notes.txt").read_text() == "mine" and (source_dir / "part-0.parquet").is_file()
+    assert (work / "notes.txt").read_text() == "mine" and (src / "part-0.parquet").is_file()
 
 
-def test_overwrite_of_a_folder_simshard_did_not_make_is_refused(source_dir, tmp_path, prefect_env):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "important.txt").write_text("keep")
-    res = run_module("flows.build_shards", "--source", source_dir, "--out", out, "--overwrite",
-                     cwd=tmp_path, env=prefect_env)
+def test_overwrite_of_a_folder_simshard_did_not_make_is_refused(refusals):
+    res, _, work = refusals["foreign folder"]
+    out = work / "out"
     assert_one_error_line(res, str(out), "important.txt")
     assert (out / "important.txt").read_text() == "keep"
 
