@@ -10,26 +10,28 @@ from tests.cli_helpers import assert_one_error_line, run_module, run_modules
 from tests.conftest import mixture, write_parquet
 
 
+def make_source(folder):
+    """A source folder ``folder/data`` holding one Parquet file of 400 rows."""
+    src = folder / "data"
+    src.mkdir()
+    write_parquet(src / "part-0.parquet", *mixture(400, dim=3))
+    return src
+
+
 @pytest.fixture
 def source_dir(tmp_path):
-    src = tmp_path / "data"
-    src.mkdir()
-    x, y = mixture(400, dim=3)
-    write_parquet(src / "part-0.parquet", x, y)
-    return src
+    return make_source(tmp_path)
 
 
 @pytest.fixture(scope="module")
 def refusals(tmp_path_factory, prefect_env):
     """Four builds that must be refused, run as CLI processes all at once, each with a source of its own:
     {case: (CompletedProcess, its source folder, its working directory)}."""
-    runs, found = {}, {}
+    runs = {}
     for case in ("into source", "inside source", "working directory", "foreign folder"):
         tmp = tmp_path_factory.mktemp("refused")
-        src, work = tmp / "data", tmp / "work"
-        src.mkdir()
+        src, work = make_source(tmp), tmp / "work"
         work.mkdir()
-        write_parquet(src / "part-0.parquet", *mixture(400, dim=3))
         if case == "working directory":
             (work / "notes.txt").write_text("mine")
         if case == "foreign folder":
@@ -41,9 +43,7 @@ def refusals(tmp_path_factory, prefect_env):
         runs[case] = (("flows.build_shards", "--source", src, "--out", out, *overwrite), src, work)
     results = run_modules(*[run for run, _, _ in runs.values()], cwd=[work for _, _, work in runs.values()],
                           env=prefect_env)
-    for (case, (_, src, work)), res in zip(runs.items(), results):
-        found[case] = (res, src, work)
-    return found
+    return {case: (res, src, work) for (case, (_, src, work)), res in zip(runs.items(), results)}
 
 
 def test_a_build_into_its_source_folder_is_refused(refusals):
