@@ -7,10 +7,11 @@ import sys
 
 # first, for a flow CLI: its exit hook must run after every hook the libraries register (see flows.quick_exit;
 # server_process imports only modules that register none)
-from flows import quick_exit, server_process
+from flows import quick_exit, server_process, startup_gc
 
 if server_process.flow_cli_of(sys.orig_argv) is not None:
     quick_exit.arm()
+    startup_gc.pause()  # until the CLI's imports are done: flows.terminal.configure resumes it
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")

@@ -21,6 +21,21 @@ from pathlib import Path
 from typing import IO
 
 STOP_GRACE_S = 5.0
+# the server process: Prefect's API app under uvicorn (as `uvicorn --factory ...create_app` runs it), its
+# imports and app made with garbage collection paused (see flows.startup_gc; this module imports no Prefect code,
+# so the child does it). argv: the folder holding the prefect package (first on sys.path, in place of the
+# working directory), the port.
+SERVER_MAIN = """
+import gc, sys
+gc.disable()
+sys.path[0] = sys.argv[1]
+from prefect.server.api.server import create_app
+app = create_app()
+gc.freeze()
+gc.enable()
+import uvicorn
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="error", lifespan="on")
+"""
 # the flow CLIs that report to Prefect (the modules that enter temporary_server())
 FLOW_CLIS = frozenset({"flows.build_shards", "flows.build_index", "flows.train", "flows.pipeline",
                        "flows.experiment", "flows.verify"})
@@ -65,11 +80,9 @@ def start() -> ServerProcess:
     port, errors = free_port(), tempfile.TemporaryFile(mode="w+")
     prefect_root = Path(importlib.util.find_spec("prefect").origin).parent.parent
     env = dict(os.environ, PREFECT_UI_ENABLED="0", PREFECT__SERVER_EPHEMERAL="1", PREFECT__SERVER_FINAL="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect_root), "--factory",
-         "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port), "--log-level",
-         "error", "--lifespan", "on"],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-c", SERVER_MAIN, str(prefect_root), str(port)],
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                            start_new_session=True)
     return ServerProcess(proc, port, errors)
 
 

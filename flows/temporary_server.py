@@ -31,7 +31,7 @@ from prefect.settings import (
     temporary_settings,
 )
 
-from flows import server_process
+from flows import server_process, startup_gc
 from flows.server_process import ServerProcess
 from pipeline import plots
 
@@ -71,9 +71,10 @@ def _answering_server(timeout: float) -> ServerProcess:
     """The prestarted server, or a new one, once it answers; a new port when one exits first. The driver
     imports PRELOAD while the first one starts."""
     server = server_process.adopt() or server_process.start()
-    for module in PRELOAD:
-        importlib.import_module(module)
-    plots.pyplot()
+    with startup_gc.paused():
+        for module in PRELOAD:
+            importlib.import_module(module)
+        plots.pyplot()
     for attempt in range(PORT_ATTEMPTS):
         server = server if attempt == 0 else server_process.start()
         try:

@@ -9,7 +9,7 @@ still reach the Prefect run page through Prefect's API handler (``PREFECT_LOGGIN
 import logging
 import os
 
-from flows import reaper
+from flows import reaper, startup_gc
 from storage.cli import Common, export_log_level, quiet_libraries
 
 LIBRARY_LOGGERS = ("distributed", "dask", "tornado", "bokeh", "asyncio", "httpx", "httpcore", "urllib3", "fsspec",
@@ -34,9 +34,11 @@ class ConsoleFilter(logging.Filter):
 
 def configure(common: Common) -> None:
     """Set up a flow CLI's process: the console, and a reaper so that no child outlives it (call before the
-    first flow runs)."""
+    first flow runs, once the CLI's modules are imported: it turns garbage collection back on)."""
     from prefect.logging.configuration import ensure_logging_setup
     from prefect.logging.handlers import PrefectConsoleHandler
+
+    startup_gc.resume()
 
     ensure_logging_setup()
     reaper.watch_me()

@@ -114,7 +114,7 @@ def marked_servers(mark: str) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if "prefect.server.api.server:create_app" in " ".join(proc.info["cmdline"] or []) and \
+            if "prefect.server.api.server" in " ".join(proc.info["cmdline"] or []) and \
                     proc.environ().get("SIMSHARD_TEST_MARK") == mark:
                 found.append(proc)
         except psutil.Error:
