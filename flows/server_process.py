@@ -22,9 +22,9 @@ from typing import IO
 
 STOP_GRACE_S = 5.0
 # the server process: Prefect's API app under uvicorn (as `uvicorn --factory ...create_app` runs it), its
-# imports and app made with garbage collection paused (see flows.startup_gc; this module imports no Prefect code,
-# so the child does it). argv: the folder holding the prefect package (first on sys.path, in place of the
-# working directory), the port.
+# imports and app made with garbage collection paused, as flows.startup_gc does for a CLI. Written out here, not
+# imported: importing flows.startup_gc would run flows/__init__, which imports Dask. argv: the folder holding
+# the prefect package (first on sys.path, in place of the working directory), the port.
 SERVER_MAIN = """
 import gc, sys
 gc.disable()
