@@ -60,8 +60,11 @@ def label_counts(column: pa.ChunkedArray) -> list[int]:
 
 
 def _write(table: pa.Table, path: Path, *, label: str | None, row_group_rows: int) -> dict:
+    # min/max statistics only for the label and source_row, which a query engine may filter on: nothing reads
+    # them for features, and computing them took a tenth of a 250k x 66 part's encoding (0.100 against 0.111 s)
     options = dict(use_dictionary=[label] if label else False, row_group_size=row_group_rows,
-                   compression="snappy", write_page_checksum=True)
+                   compression="snappy", write_page_checksum=True,
+                   write_statistics=[label, "source_row"] if label else ["source_row"])
     if urls.is_remote(path):
         buffer = pa.BufferOutputStream()
         pq.write_table(table, buffer, **options)

@@ -20,3 +20,15 @@ def test_a_part_file_declares_every_column_non_null_and_round_trips(tmp_path):
     np.testing.assert_array_equal(table["y"].to_numpy(), labels)
     np.testing.assert_array_equal(table["source_row"].to_numpy(), rows)
     assert info["rows"] == 1000 and info["label_counts"] == np.bincount(labels).tolist()
+
+
+def test_a_part_file_keeps_min_max_statistics_for_the_label_and_source_row_only(tmp_path):
+    rng = np.random.default_rng(1)
+    x = np.asfortranarray(rng.standard_normal((500, 2), dtype=np.float32))
+    spec = FeatureSpec(columns=("a", "b"), layout="columns", dim=2, label="y")
+    write_part(part_table(x, np.arange(500) % 3, np.arange(500) + 10, spec), tmp_path / "p.parquet", label="y")
+    group = pq.ParquetFile(tmp_path / "p.parquet").metadata.row_group(0)
+    stats = {group.column(i).path_in_schema: group.column(i).statistics for i in range(group.num_columns)}
+    assert stats["a"] is None and stats["b"] is None
+    assert (stats["y"].min, stats["y"].max) == (0, 2)
+    assert (stats["source_row"].min, stats["source_row"].max) == (10, 509)
