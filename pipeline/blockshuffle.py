@@ -1,9 +1,9 @@
 """The write pass's shuffle for data that fits in cluster memory: numpy blocks moved by Dask's own means.
 
-Each output part file is written by one task, which fills the file's arrays (features float32 (k, dim); labels
-int64 (k,) or None; source_row int64 (k,)) in destination order and writes them. A file's keys run from its
-``Target.first`` with none missing (:mod:`pipeline.layout`), so each row's key is its position: rows are
-scattered straight into place, and a lost or repeated row is an error. Whole rows move at once (the held
+Each output part file is written by one task, which fills the file's rows (features float32, labels int64 or
+None, source_row int64) in destination order, one row group at a time, and encodes each. A file's keys run
+from its ``Target.first`` with none missing (:mod:`pipeline.layout`), so each row's key is its position: rows
+are scattered straight into place, and a lost or repeated row is an error. Whole rows move at once (the held
 features are row-major): row by row is about twice as fast as feature by feature, transposing copy included.
 
 How the rows reach the writer depends on where the source chunks are held:
@@ -28,46 +28,62 @@ import numpy as np
 from pipeline import scratch
 from pipeline.layout import Target
 from storage.dataset import Chunk, ChunkArrays, SourceDataset
-from storage.shardset import part_table, write_part
+from storage.shardset import part_schema, part_table, write_part_groups
 
 
-@dataclasses.dataclass
-class PartArrays:
-    """One part file's columns while they are filled: row ``i`` holds destination key ``target.first + i``."""
+@dataclasses.dataclass(frozen=True)
+class Piece:
+    """The rows one part file gets from one source chunk. Entry ``i`` has destination key ``keys[i]``, source
+    row ``source_row[i]`` and the values at ``at[i]`` of ``features`` float32 (n, dim) and ``labels`` int64
+    (n,) or None: a chunk's held arrays, or (``at`` None, entry i at row i) a block gathered for the file."""
 
-    target: Target
-    features: np.ndarray  # float32 (rows, dim)
-    labels: np.ndarray | None  # int64 (rows,)
-    source_row: np.ndarray  # int64 (rows,)
-    filled: np.ndarray  # bool (rows,)
+    keys: np.ndarray  # int64 (k,)
+    features: np.ndarray
+    labels: np.ndarray | None
+    source_row: np.ndarray  # int64 (k,)
+    at: np.ndarray | None = None  # int64 (k,)
 
-    @classmethod
-    def empty(cls, target: Target, rows: int, ds: SourceDataset) -> "PartArrays":
-        return cls(target, scratch.array("rows", (rows, ds.spec.dim)),
-                   None if ds.spec.label is None else np.empty(rows, np.int64), np.empty(rows, np.int64),
-                   np.zeros(rows, bool))
 
-    def place(self, dest: np.ndarray, features: np.ndarray, labels: np.ndarray | None,
-              source_row: np.ndarray) -> None:
-        """Put rows with destination keys ``dest`` int64 (k,) in place, with their ``features`` (k, dim),
-        ``labels`` and ``source_row``."""
-        pos = dest - self.target.first
-        if len(pos) and (pos.min() < 0 or pos.max() >= len(self.filled)):
-            raise RuntimeError(f"{self.target.path}: destination keys outside the file's range")
-        self.filled[pos] = True
-        self.features[pos] = features
-        if self.labels is not None:
-            self.labels[pos] = labels
-        self.source_row[pos] = source_row
+def write_part_file(pieces: list[Piece], target: Target, *, out: Path, ds: SourceDataset,
+                    row_group_rows: int) -> dict:
+    """Write one part file from its pieces: row ``p`` of the file is the entry with key ``target.first + p``.
+    Every key of the file must come exactly once, which is checked before anything is written. The file is
+    filled and encoded a row group at a time, in buffers each thread reuses: a few MiB instead of the whole
+    part twice over (rows, then columns), memory that this machine makes dear to touch for the first time."""
+    rows = sum(len(p.keys) for p in pieces)
+    positions = [p.keys - target.first for p in pieces]
+    filled = np.zeros(rows, bool)
+    for pos in positions:
+        if len(pos) and (pos.min() < 0 or pos.max() >= rows):
+            raise RuntimeError(f"{target.path}: destination keys outside the file's range")
+        filled[pos] = True
+    if not filled.all():
+        raise RuntimeError(f"{target.path}: {int((~filled).sum())} destination keys received no row")
+    groups = max(1, -(-rows // row_group_rows))
+    # per piece, its entries grouped by row group (a stable sort of small ints is a radix sort)
+    order = [np.argsort((pos // row_group_rows).astype(np.int32), kind="stable") for pos in positions]
+    bounds = [np.searchsorted(pos[o] // row_group_rows, np.arange(groups + 1)) for pos, o in zip(positions, order)]
 
-    def write(self, *, out: Path, ds: SourceDataset, row_group_rows: int) -> dict:
-        if not self.filled.all():
-            raise RuntimeError(f"{self.target.path}: {int((~self.filled).sum())} destination keys received no row")
-        # one transposing copy makes every feature column contiguous, for Arrow to take without a copy
-        x = self.features if ds.spec.layout == "list" else column_major(
-            self.features, out=scratch.array("columns", self.features.shape[::-1]))
-        table = part_table(x, self.labels, self.source_row, ds.spec)
-        return write_part(table, out / self.target.path, label=ds.spec.label, row_group_rows=row_group_rows)
+    def tables():
+        for g in range(groups):
+            first, m = g * row_group_rows, min(row_group_rows, rows - g * row_group_rows)
+            x = scratch.array("rows", (m, ds.spec.dim))
+            labels = None if ds.spec.label is None else np.empty(m, np.int64)
+            source_row = np.empty(m, np.int64)
+            for piece, pos, o, b in zip(pieces, positions, order, bounds):
+                sel = o[b[g]:b[g + 1]]
+                at = pos[sel] - first
+                src = sel if piece.at is None else piece.at[sel]
+                x[at] = np.take(piece.features, src, axis=0)
+                if labels is not None:
+                    labels[at] = piece.labels[src]
+                source_row[at] = piece.source_row[sel]
+            # one transposing copy makes every feature column contiguous, for Arrow to take without a copy
+            cols = x if ds.spec.layout == "list" else column_major(x, out=scratch.array("columns", (ds.spec.dim, m)))
+            yield part_table(cols, labels, source_row, ds.spec)
+
+    return write_part_groups(tables(), out / target.path, schema=part_schema(ds.spec), label=ds.spec.label,
+                             row_group_rows=row_group_rows)
 
 
 def column_major(x: np.ndarray, *, block_rows: int = 1024, out: np.ndarray | None = None) -> np.ndarray:
@@ -117,10 +133,8 @@ def split_chunk(chunk: Chunk, data: ChunkArrays | None, dest: np.ndarray, *, ds:
 
 def write_blocks(blocks: list[tuple], target: Target, *, out: Path, ds: SourceDataset, row_group_rows: int) -> dict:
     """Write one part file from its block of every chunk (:func:`split_chunk`)."""
-    part = PartArrays.empty(target, sum(len(b[0]) for b in blocks), ds)
-    for dest, x, y, rows in blocks:
-        part.place(dest, x, y, rows)
-    return part.write(out=out, ds=ds, row_group_rows=row_group_rows)
+    pieces = [Piece(keys, x, y, rows) for keys, x, y, rows in blocks]
+    return write_part_file(pieces, target, out=out, ds=ds, row_group_rows=row_group_rows)
 
 
 def block_writes(ds: SourceDataset, chunks: list[Chunk], data: list, *, dests: list, targets: list[Target],
@@ -142,11 +156,9 @@ def write_in_place(held: list[ChunkArrays], routes: list[tuple], chunks: list[Ch
                    out: Path, ds: SourceDataset, row_group_rows: int) -> dict:
     """Write one part file by gathering its rows from the held chunks (``routes``: each chunk's
     :func:`route_chunk` entry for this target)."""
-    part = PartArrays.empty(target, sum(len(r[0]) for r in routes), ds)
-    for data, (rows, keys), chunk in zip(held, routes, chunks, strict=True):
-        part.place(keys, np.take(data.features, rows, axis=0), None if data.labels is None else data.labels[rows],
-                   rows + chunk.offset)
-    return part.write(out=out, ds=ds, row_group_rows=row_group_rows)
+    pieces = [Piece(keys, data.features, data.labels, rows + chunk.offset, at=rows)
+              for data, (rows, keys), chunk in zip(held, routes, chunks, strict=True)]
+    return write_part_file(pieces, target, out=out, ds=ds, row_group_rows=row_group_rows)
 
 
 def in_place_writes(ds: SourceDataset, chunks: list[Chunk], data: list, *, dests: list, targets: list[Target],

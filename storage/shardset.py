@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,46 +28,81 @@ from storage.errors import DataError
 from storage.manifest import ROW_GROUP_ROWS, Manifest, check_files, read_manifest
 
 
+def part_schema(spec: FeatureSpec) -> pa.Schema:
+    """The Arrow schema of a part file: features (float32 columns or one fixed-size list), label int64,
+    source_row int64. Every column is declared non-null (Parquet ``required``): a part never holds a null, and
+    a required column is written with no definition levels, which took a quarter of the encoding CPU of a
+    225k x 66 part (0.042 against 0.057 s, measured)."""
+    if spec.layout == "list":
+        fields = [(spec.columns[0], pa.list_(pa.float32(), spec.dim))]
+    else:
+        fields = [(name, pa.float32()) for name in spec.columns]
+    fields += [(spec.label, pa.int64())] if spec.label is not None else []
+    return pa.schema([pa.field(n, t, nullable=False) for n, t in fields + [("source_row", pa.int64())]])
+
+
 def part_table(features: np.ndarray, labels: np.ndarray | None, source_row: np.ndarray,
                spec: FeatureSpec) -> pa.Table:
-    """Arrow table of one part: features (float32 columns or one fixed-size list), label, source_row. Every
-    column is declared non-null (Parquet ``required``): a part never holds a null, and a required column is
-    written with no definition levels, which took a quarter of the encoding CPU of a 225k x 66 part (0.042
-    against 0.057 s, measured)."""
+    """Arrow table of (part of) a part file, :func:`part_schema`: ``features`` float32 (rows, dim) (a column-major
+    array's columns are taken without a copy), ``labels`` int64 (rows,) or None, ``source_row`` int64 (rows,)."""
     if spec.layout == "list":
         flat = pa.array(np.ascontiguousarray(features, np.float32).reshape(-1))
-        cols = {spec.columns[0]: pa.FixedSizeListArray.from_arrays(flat, spec.dim)}
+        cols = [pa.FixedSizeListArray.from_arrays(flat, spec.dim)]
     else:
-        cols = {name: pa.array(features[:, j], pa.float32()) for j, name in enumerate(spec.columns)}
-    if spec.label is not None:
-        cols[spec.label] = pa.array(labels, pa.int64())
-    cols["source_row"] = pa.array(source_row, pa.int64())
-    return pa.Table.from_arrays(list(cols.values()),
-                                schema=pa.schema([pa.field(n, a.type, nullable=False) for n, a in cols.items()]))
+        cols = [pa.array(features[:, j], pa.float32()) for j in range(spec.dim)]
+    cols += [pa.array(labels, pa.int64())] if spec.label is not None else []
+    return pa.Table.from_arrays(cols + [pa.array(source_row, pa.int64())], schema=part_schema(spec))
 
 
 def write_part(table: pa.Table, path: Path, *, label: str | None, row_group_rows: int = ROW_GROUP_ROWS) -> dict:
     """Write ``table`` to ``path`` (local, or an object store: one put); return {rows, bytes, sha256} and, when
     ``label`` names a column, label_counts (its bincount, a list of ints)."""
-    info = {} if label is None else {"label_counts": label_counts(table.column(label))}
-    return {**_write(table, path, label=label, row_group_rows=row_group_rows), **info}
+    return write_part_groups([table], path, schema=table.schema, label=label, row_group_rows=row_group_rows)
 
 
-def label_counts(column: pa.ChunkedArray) -> list[int]:
-    """Bincount of a label column of ints >= 0 (the scan pass refused negative labels)."""
-    values = column.to_numpy()
-    return np.bincount(values).tolist() if len(values) else []
-
-
-def _write(table: pa.Table, path: Path, *, label: str | None, row_group_rows: int) -> dict:
-    # min/max statistics only for the label and source_row, which a query engine may filter on: nothing reads
-    # them for features, and computing them took a tenth of a 250k x 66 part's encoding (0.100 against 0.111 s)
-    options = dict(use_dictionary=[label] if label else False, row_group_size=row_group_rows,
-                   compression="snappy", write_page_checksum=True,
+def write_part_groups(tables: Iterable[pa.Table], path: Path, *, schema: pa.Schema, label: str | None,
+                      row_group_rows: int = ROW_GROUP_ROWS) -> dict:
+    """Like :func:`write_part` for a file whose rows come as consecutive ``tables`` (of ``schema``), each
+    encoded as it arrives: a writer needs only one table's rows in memory at a time. The file is the one
+    :func:`write_part` makes of their concatenation."""
+    tally = _Tally(label)
+    options = dict(use_dictionary=[label] if label else False, compression="snappy", write_page_checksum=True,
+                   # min/max only for the columns a query engine may filter on: nothing reads them for
+                   # features, and computing them took a tenth of a 250k x 66 part's encoding (0.100 against
+                   # 0.111 s)
                    write_statistics=[label, "source_row"] if label else ["source_row"])
+    size, digest = _write(tally.through(tables), path, schema=schema, row_group_rows=row_group_rows,
+                          options=options)
+    info = {"rows": tally.rows, "bytes": size, "sha256": digest}
+    return info if label is None else {**info, "label_counts": tally.counts.tolist()}
+
+
+class _Tally:
+    """Rows and label bincount of the tables that pass through :meth:`through`."""
+
+    def __init__(self, label: str | None):
+        self.label, self.rows, self.counts = label, 0, np.zeros(0, np.int64)
+
+    def through(self, tables: Iterable[pa.Table]) -> Iterator[pa.Table]:
+        for table in tables:
+            self.rows += table.num_rows
+            if self.label is not None and table.num_rows:
+                found = np.bincount(table.column(self.label).to_numpy(), minlength=len(self.counts))
+                self.counts = found + np.pad(self.counts, (0, len(found) - len(self.counts)))
+            yield table
+
+
+def _encode(tables: Iterable[pa.Table], sink, *, schema: pa.Schema, row_group_rows: int, options: dict) -> None:
+    with pq.ParquetWriter(sink, schema, **options) as writer:
+        for table in tables:
+            writer.write_table(table, row_group_size=row_group_rows)
+
+
+def _write(tables: Iterable[pa.Table], path: Path, **encoding) -> tuple[int, str]:
+    """Encode ``tables`` into ``path``; (bytes, sha256 hex) of the file."""
     if urls.is_remote(path):
         buffer = pa.BufferOutputStream()
-        pq.write_table(table, buffer, **options)
+        _encode(tables, buffer, **encoding)
         data = buffer.getvalue()
         native = urls.native_s3(path)
         if native is not None:
@@ -75,17 +110,21 @@ def _write(table: pa.Table, path: Path, *, label: str | None, row_group_rows: in
                 out.write(data)
         else:  # one call: s3fs uploads large data in concurrent parts
             path.fs.pipe_file(path.path, data.to_pybytes())
-        return {"rows": table.num_rows, "bytes": data.size, "sha256": hashlib.sha256(memoryview(data)).hexdigest()}
+        return data.size, hashlib.sha256(memoryview(data)).hexdigest()
     path.parent.mkdir(parents=True, exist_ok=True)
     # written under a temporary name and renamed: a killed writer never leaves a half file under the real name,
     # and a task of a killed build still running beside the build resuming it cannot interleave with it
     partial = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-    pq.write_table(table, partial, **options)
+    try:
+        _encode(tables, str(partial), **encoding)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     with open(partial, "rb") as fh:  # just written, so read back from the page cache
         digest = hashlib.file_digest(fh, "sha256").hexdigest()
     size = partial.stat().st_size
     os.replace(partial, path)
-    return {"rows": table.num_rows, "bytes": size, "sha256": digest}
+    return size, digest
 
 
 @contextmanager

@@ -7,6 +7,7 @@ import pytest
 from pipeline.blockshuffle import route_chunk, split_chunk, write_blocks
 from pipeline.layout import Target
 from storage.dataset import open_source
+from storage.shardset import part_table, write_part
 from tests.conftest import mixture, write_parquet
 
 
@@ -67,3 +68,16 @@ def test_routes_keep_each_targets_rows_in_source_order_and_only_its_keys():
     assert rows_b.tolist() == [0, 3, 5] and keys_b.tolist() == [5, 7, 6]
     (rows, keys), = route_chunk(dest, targets=[b])  # one wave's file: the others' rows stay out
     assert rows.tolist() == [0, 3, 5] and keys.tolist() == [5, 7, 6]
+
+
+def test_a_file_filled_a_row_group_at_a_time_is_the_file_of_the_whole_table(source, tmp_path):
+    ds, x, y = source
+    dest = np.random.default_rng(2).permutation(100).astype(np.int64)
+    target = Target("shard", 0, 0, "a.parquet", 0, 100)
+    info = write_blocks([s[0] for s in blocks_for(ds, dest, [target])], target, out=tmp_path, ds=ds,
+                        row_group_rows=16)
+    rows = np.argsort(dest)  # the source row of each key
+    whole = part_table(np.asfortranarray(x[rows]), y[rows], rows, ds.spec)
+    again = write_part(whole, tmp_path / "b.parquet", label="label", row_group_rows=16)
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+    assert info == again and pq.ParquetFile(tmp_path / "a.parquet").metadata.num_row_groups == 7

@@ -216,11 +216,12 @@ def test_a_small_source_builds_on_an_in_process_cluster(tmp_path, caplog):
 def test_a_failed_build_frees_the_passes_reused_arrays(tmp_path, monkeypatch):
     held_when_failing = []
 
-    def failing_write(*args, **kwargs):
+    def failing_write(tables, *args, **kwargs):
+        next(iter(tables))  # the part's first row group is filled
         held_when_failing.append(scratch.held())
         raise RuntimeError("disk gone")
 
-    monkeypatch.setattr(blockshuffle, "write_part", failing_write)  # after the part file's arrays are filled
+    monkeypatch.setattr(blockshuffle, "write_part_groups", failing_write)
     with pytest.raises(RuntimeError, match="disk gone"):
         build(tmp_path, None, workers=4, family="pca", dask_cluster="threads")
     assert held_when_failing and max(held_when_failing) > 0  # the writers had arrays to free
