@@ -61,8 +61,9 @@ def write_part_file(pieces: list[Piece], target: Target, *, out: Path, ds: Sourc
         raise RuntimeError(f"{target.path}: {int((~filled).sum())} destination keys received no row")
     groups = max(1, -(-rows // row_group_rows))
     # per piece, its entries grouped by row group (a stable sort of small ints is a radix sort)
-    order = [np.argsort((pos // row_group_rows).astype(np.int32), kind="stable") for pos in positions]
-    bounds = [np.searchsorted(pos[o] // row_group_rows, np.arange(groups + 1)) for pos, o in zip(positions, order)]
+    group_of = [(pos // row_group_rows).astype(np.int32) for pos in positions]
+    order = [np.argsort(g, kind="stable") for g in group_of]
+    bounds = [np.searchsorted(g[o], np.arange(groups + 1)) for g, o in zip(group_of, order)]
 
     def tables():
         for g in range(groups):
