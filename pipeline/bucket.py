@@ -7,11 +7,10 @@ Only three small arrays per row come back to the caller (source_row int64, rank 
 import dataclasses
 
 import numpy as np
-import threadpoolctl
 
 from pipeline import scratch
-from pipeline.deal import locality_key
-from pipeline.families import HashFamily
+from pipeline.deal import locality_key, stable_argsort
+from pipeline.families import HashFamily, one_thread
 from pipeline.scan import row_masks
 from storage.dataset import Chunk, ChunkArrays, SourceDataset
 
@@ -46,13 +45,13 @@ def bucket_chunk(chunk: Chunk, data: ChunkArrays | None = None, *, ds: SourceDat
             x = np.where(finite[:, None], x, np.float32(0))
         # one BLAS/OpenMP thread per task: Dask runs one task per core already (worker processes get this from
         # Dask's environment; an in-process worker's threads need it here, or FAISS and BLAS oversubscribe)
-        with threadpoolctl.threadpool_limits(1):
+        with one_thread():
             bucket, key = family.encode(x)
         rank = family.rank(bucket[train])
         key = key[train]
         # the chunk's rows in locality order: the caller's sort of all rows then merges sorted runs
         # (pipeline.deal.locality_order), and the sorting is shared by the workers
-        order = np.argsort(locality_key(rank=rank, key=key), kind="stable")
+        order = stable_argsort(locality_key(rank=rank, key=key))
         return ChunkBuckets(rows[train][order], rank[order], key[order], rows[finite & validation])
     return ChunkBuckets(rows[train], rank, key, rows[finite & validation])
 

@@ -57,6 +57,21 @@ def locality_key(*, rank: np.ndarray, key: np.ndarray) -> np.ndarray:
     return (rank.astype(np.uint64) << np.uint64(32)) | bits
 
 
+def stable_argsort(keys: np.ndarray) -> np.ndarray:
+    """Exactly ``np.argsort(keys, kind="stable")`` for 1-D ``keys``: equal keys keep their input order. numpy's
+    default argsort dispatches to a SIMD sort on CPUs that have one (AVX-512 here: 4 ms against 21 ms for the
+    stable sort of 225k uint64 keys, measured), which leaves ties in no set order; only the tied runs are
+    then put back in input order, by a small second sort."""
+    order = np.argsort(keys)
+    ordered = keys[order]
+    tied = np.flatnonzero(ordered[1:] == ordered[:-1])
+    if len(tied):
+        # every position in a run of equal keys; sorting them by (key, input index) reorders only within runs
+        at = np.union1d(tied, tied + 1)
+        order[at] = order[at][np.lexsort((order[at], ordered[at]))]
+    return order
+
+
 def locality_order(*, rank: np.ndarray, key: np.ndarray, source_row: np.ndarray) -> np.ndarray:
     """Indices sorting rows by (rank, key, source_row): the same as ``np.lexsort((source_row, key, rank))``.
 

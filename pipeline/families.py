@@ -20,6 +20,7 @@ Sign families rank codes by their Gray-code position, so adjacent ranks differ i
 Parameters are saved as ``family.json`` + ``family.npz`` (never pickle) and round-trip exactly.
 """
 
+import functools
 import io
 import json
 import math
@@ -68,6 +69,18 @@ def _top_direction(sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pca.train(sample)
     a, b = _affine_of(pca, sample.shape[1])
     return a[:, 0].copy(), b[:1].copy()
+
+
+@functools.cache
+def _thread_pools() -> threadpoolctl.ThreadpoolController:
+    return threadpoolctl.ThreadpoolController()
+
+
+def one_thread():
+    """A context in which BLAS and OpenMP (FAISS's included) run on one thread. The libraries are looked up
+    once per process: ``threadpoolctl.threadpool_limits`` looks them up on every call, 2 ms each (measured),
+    which the bucket pass paid per chunk."""
+    return _thread_pools().limit(limits=1)
 
 
 def gray_rank(code: np.ndarray, bits: int) -> np.ndarray:
@@ -379,7 +392,7 @@ def fit_family(name: str, sample: np.ndarray, *, size: int, seed: int) -> HashFa
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
-        with threadpoolctl.threadpool_limits(1):
+        with one_thread():
             return FAMILY_CLASSES[name].fit(sample, size=size, seed=seed)
     finally:
         faiss.omp_set_num_threads(threads)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.deal import ORDERS, deal, locality_order
+from pipeline.deal import ORDERS, deal, locality_key, locality_order, stable_argsort
 
 
 def _inputs(n=1003, seed=0):
@@ -86,3 +86,11 @@ def test_locality_order_is_lexsort_of_rank_key_source_row(arrival, ties):
         rank, key, source_row = rank[order], key[order], source_row[order]
     expected = np.lexsort((source_row, key, rank))
     assert np.array_equal(locality_order(rank=rank, key=key, source_row=source_row), expected)
+
+
+@pytest.mark.parametrize("distinct", [1, 3, 40, 10**9])
+@pytest.mark.parametrize("n", [0, 1, 2, 9_999])
+def test_stable_argsort_is_numpys_stable_argsort(n, distinct):
+    rng = np.random.default_rng(n + distinct)
+    keys = locality_key(rank=rng.integers(0, 4, n), key=rng.integers(0, distinct, n).astype(np.float32))
+    assert np.array_equal(stable_argsort(keys), np.argsort(keys, kind="stable"))
