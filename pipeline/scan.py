@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 
 from pipeline import rowhash, scratch
+from pipeline.deal import stable_argsort
 from storage.dataset import Chunk, ChunkArrays, SourceDataset
 
 
@@ -86,7 +87,7 @@ def scan_chunk(chunk: Chunk, data: ChunkArrays | None = None, *, ds: SourceDatas
 def combine(scans: list[ChunkScan], *, ds: SourceDataset, sample_size: int) -> ScanResult:
     """Merge per-chunk scans; keep the ``sample_size`` candidates with the smallest draws (row order)."""
     u = np.concatenate([s.sample_u for s in scans])
-    keep = np.sort(np.argsort(u, kind="stable")[:sample_size])
+    keep = np.sort(stable_argsort(u)[:sample_size])
     ys = [s.sample_y for s in scans]
     counts = None
     if all(s.label_counts is not None for s in scans) and ds.spec.label:

@@ -92,8 +92,10 @@ def write_shards(ds: SourceDataset, chunks: list[Chunk], dest: np.ndarray, *, ou
     pending = [t.path not in done for t in targets]
     if not any(pending):
         return [_finish(t, done[t.path], records=None) for t in targets]
-    # each chunk's slice of dest goes to the cluster as data of its own (8 bytes a row), not through a file
-    dests = client.scatter([np.ascontiguousarray(dest[c.offset:c.offset + c.rows], np.int64) for c in chunks])
+    # each chunk's slice of dest goes to the cluster as data of its own (8 bytes a row), not through a file,
+    # under a random key: tokenizing would cost the driver a hash of every slice, for keys nothing shares
+    dests = client.scatter([np.ascontiguousarray(dest[c.offset:c.offset + c.rows], np.int64) for c in chunks],
+                           hash=False)
     method = choose_shuffle(shuffle_method, data_bytes=resident.source_bytes(ds), client=client)
     finish = functools.partial(_finish, records=records)
     todo = [t for t, p in zip(targets, pending) if p]
