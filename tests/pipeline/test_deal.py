@@ -94,3 +94,10 @@ def test_stable_argsort_is_numpys_stable_argsort(n, distinct):
     rng = np.random.default_rng(n + distinct)
     keys = locality_key(rank=rng.integers(0, 4, n), key=rng.integers(0, distinct, n).astype(np.float32))
     assert np.array_equal(stable_argsort(keys), np.argsort(keys, kind="stable"))
+
+
+@pytest.mark.parametrize("decimals", [1, 3, 17])
+def test_stable_argsort_of_float64_draws(decimals):
+    """The scan's sample merge sorts float64 draws with it; ties among draws must keep their input order too."""
+    u = np.round(np.random.default_rng(decimals).random(20_000), decimals)
+    assert np.array_equal(stable_argsort(u), np.argsort(u, kind="stable"))
