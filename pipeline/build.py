@@ -1,11 +1,11 @@
 """build_shards as plain steps: check -> prepare -> scan -> fit -> bucket_and_write -> publish.
 
 :func:`build_shards` is the one orchestration: the CLI and the library call it as it is, the Prefect flow
-passes ``run_step`` to run each step as a task. Steps hand each other typed results (:class:`Plan`,
-:class:`Scanned`, :class:`~storage.manifest.FamilyInfo`, :class:`Written`). Every file goes under the build's
-own prefix ``OUT/data/<build_id>/`` while the build holds a lease; ``publish`` commits the manifest last,
-create-only (:mod:`storage.commit`), so readers see the new set whole or not at all; ``discard`` removes the
-prefix after an error, and a later build removes what a killed one left.
+passes ``run_step`` to run each step as a task. Steps hand each other typed results
+(:mod:`pipeline.step_results`). Every file goes under the build's own prefix ``OUT/data/<build_id>/`` while the
+build holds a lease; ``publish`` commits the manifest last, create-only (:mod:`storage.commit`), so readers see
+the new set whole or not at all; ``discard`` removes the prefix after an error, and a later build removes what
+a killed one left.
 """
 
 import concurrent.futures
@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -36,13 +35,14 @@ from pipeline.daskrt import ProgressFn, dask_client, ordered_map
 from pipeline.deal import INDEX_ORDER, deal
 from pipeline.families import HashFamily, default_size, fit_family
 from pipeline.layout import DestLayout
-from pipeline.write import WrittenFile, write_shards
+from pipeline.staged_quality import shard_quality
+from pipeline.step_results import Plan, Scanned, Written
+from pipeline.write import write_shards
 from storage import commit, faults, resume, urls
-from storage.dataset import SourceDataset, features_of, open_source
+from storage.dataset import SourceDataset, open_source
 from storage.errors import InputError
 from storage.manifest import (
     LEGACY_MANIFEST,
-    BucketTable,
     Columns,
     Dropped,
     FamilyInfo,
@@ -57,8 +57,6 @@ from storage.ownership import check_apart, check_replaceable, remove_legacy
 from storage.shardset import ShardSet
 
 log = logging.getLogger("simshard.build")
-WORK = "_work"
-QUALITY_HEAD_ROWS = 512
 THREADS_MAX_SOURCE_BYTES = 2**30
 StepRunner = Callable[..., Any]  # run_step(name, fn, *args) -> fn(*args)
 
@@ -66,60 +64,6 @@ StepRunner = Callable[..., Any]  # run_step(name, fn, *args) -> fn(*args)
 def call_step(name: str, fn: Callable, *args):
     """The default step runner: a plain call."""
     return fn(*args)
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    config: BuildConfig
-    ds: SourceDataset
-    out: Path
-    build_id: str  # unique per build: names its data prefix, its lease and the chunks held in cluster memory
-    base: int  # the newest committed version when the build began; it commits base + 1
-    made_out: bool  # the output folder did not exist before this build
-    kind: str = "shards"  # or "index" (build_index: one sequence in locality order)
-    resumed: bool = False  # this build carries on in the prefix of a killed one (storage.resume)
-
-    @property
-    def staging(self) -> Path:
-        """The build's data prefix, ``OUT/data/<build_id>``: invisible to readers until the commit."""
-        return self.out / commit.prefix(self.build_id)
-
-    @property
-    def work(self) -> Path:
-        """The driver's scratch folder (the sample, Dask's spill space): inside the prefix for a local output, a
-        local temporary folder for an object store."""
-        if urls.is_remote(self.out):
-            return Path(tempfile.gettempdir()) / f"simshard-build-{self.build_id}"
-        return self.staging / WORK
-
-
-@dataclasses.dataclass(frozen=True)
-class Scanned:
-    """What the scan pass learned; the sample itself is saved as ``_work/sample.npz``."""
-
-    rows: int
-    train_rows: int
-    validation_rows: int
-    nonfinite_rows: int
-    nonfinite_per_column: dict[str, int]
-    sample_rows: int
-    chunks: int
-    label_counts: list[int] | None
-
-
-@dataclasses.dataclass(frozen=True)
-class Written:
-    """What the bucket-and-write pass made."""
-
-    rows_per_shard: list[int]
-    groups: int
-    partial_group: int
-    remainder_rows: int
-    validation_rows: int
-    files: list[WrittenFile]
-    buckets: dict | None  # bucket statistics (None for orders that do not hash)
-    bucket_table: BucketTable | None = None  # an index's buckets
-    knn_recall_at_10: float | None = None  # quality.knn_recall of the family on the sample (None: no family)
 
 
 def output_folder(config: BuildConfig) -> Path:
@@ -344,43 +288,15 @@ def _knn_recall(plan: Plan, family: HashFamily) -> float:
 
 
 def _quality(plan: Plan, shards: ShardSet, family_info: FamilyInfo | None, written: Written, label_counts) -> dict:
-    cfg = plan.config
     if plan.kind == "index":
         return {**index_build.quality(written.bucket_table), "knn_recall_at_10": written.knn_recall_at_10}
-    heads = [next(shards.iter_batches(shards.shard_files(i), batch_rows=QUALITY_HEAD_ROWS), None)
-             for i in range(cfg.workers)]
-    heads = [_batch_features(b, shards) for b in heads]
-    out = {"group_tightness": quality.group_tightness(heads, _sample(plan), seed=cfg.seed)}
+    measured = shard_quality(shards, sample=_sample(plan), seed=plan.config.seed, files=written.files,
+                             num_classes=None if label_counts is None else len(label_counts))
+    out = {"group_tightness": measured.pop("group_tightness")}
     if family_info:
         out.update(written.buckets)
         out["knn_recall_at_10"] = written.knn_recall_at_10
-    if label_counts is not None:
-        out["label_distance"] = quality.label_distance(_shard_label_counts(shards, written, cfg.workers),
-                                                       num_classes=len(label_counts))
-    return out
-
-
-def _shard_label_counts(shards: ShardSet, written: Written, workers: int) -> list[np.ndarray]:
-    """Each shard's label bincount: from what its writers counted, or read back from the files (part files
-    of an older killed run carry no counts)."""
-    counts = []
-    for i in range(workers):
-        files = [f for f in written.files if f.target.kind == "shard" and f.target.index == i]
-        if all(f.label_counts is not None for f in files):
-            width = max([len(f.label_counts) for f in files] + [0])
-            counts.append(sum((np.pad(f.label_counts, (0, width - len(f.label_counts))) for f in files),
-                              np.zeros(width, np.int64)))
-        else:
-            labels = np.concatenate([b.column(shards.spec.label).to_numpy() for b in
-                                     shards.iter_batches(shards.shard_files(i), columns=[shards.spec.label])])
-            counts.append(np.bincount(labels))
-    return counts
-
-
-def _batch_features(batch, shards: ShardSet) -> np.ndarray:
-    if batch is None:
-        return np.zeros((0, shards.spec.dim), np.float32)
-    return features_of(pa.Table.from_batches([batch]), shards.spec)
+    return {**out, **measured}  # the label distance last, as the report lists it
 
 
 def publish(plan: Plan, scanned: Scanned, family_info: FamilyInfo | None, written: Written) -> Manifest:
