@@ -78,7 +78,7 @@ def _thread_pools() -> threadpoolctl.ThreadpoolController:
 
 def one_thread():
     """A context in which BLAS and OpenMP (FAISS's included) run on one thread. The libraries are looked up
-    once per process: ``threadpoolctl.threadpool_limits`` looks them up on every call, 2 ms each (measured),
+    once per process: ``threadpoolctl.threadpool_limits`` looks them up on every call, 0.7-2 ms each (measured),
     which the bucket pass paid per chunk."""
     return _thread_pools().limit(limits=1)
 
